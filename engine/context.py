@@ -1,0 +1,101 @@
+"""What a stage gets: its config section, its folder, and helpers that write to the run database."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.config import Config
+from engine.store import RunStore
+
+
+class StageFailed(Exception):
+    """A stage ends with a reason the user should read (not a bug)."""
+
+
+class StageCancelled(Exception):
+    """Raised at a step boundary when the user asked the stage to stop."""
+
+
+@dataclass
+class StageContext:
+    name: str
+    run_dir: Path
+    cfg: Config
+    store: RunStore
+    cancel_event: threading.Event = field(default_factory=threading.Event)
+    step: int = 0  # the stage's latest step, for VRAM samples taken between steps
+
+    @property
+    def folder(self) -> Path:
+        path = self.run_dir / self.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def section(self) -> Any:
+        return self.cfg.section(self.name)
+
+    @property
+    def run_id(self) -> str:
+        return self.run_dir.name
+
+    # -- emit helpers -----------------------------------------------------------------------
+
+    def metric(self, step: int, **values: float | None) -> None:
+        self.metrics(step, values)
+
+    def metrics(self, step: int, values: dict[str, float | None]) -> None:
+        self.step = max(self.step, int(step))
+        if values:
+            self.store.add_metrics(self.name, int(step), values)
+
+    def progress(self, done: float, total: float | None = None, label: str | None = None) -> None:
+        self.store.set_progress(self.name, done, total, label)
+
+    def log(self, message: str, level: str = "info") -> None:
+        print(f"[{self.name}] {level}: {message}", flush=True)
+        self.store.log(self.name, message, level)
+
+    def event(self, kind: str, message: str, **data: Any) -> None:
+        """A visible happening (backend chosen, fallback taken, estimate made): logged and listed in `aba status`."""
+        self.log(message, "warn" if kind == "fallback" else "info")
+        self.store.event(self.name, kind, message, data)
+
+    def artifact(self, kind: str, path: str | Path, **meta: Any) -> None:
+        self.store.add_artifact(self.name, kind, path, meta)
+
+    def result(self, kind: str, key: str, data: dict) -> None:
+        self.store.put_result(self.name, kind, key, data)
+
+    # -- cancel and faults ------------------------------------------------------------------
+
+    def should_stop(self) -> bool:
+        return self.cancel_event.is_set()
+
+    def check_cancel(self) -> None:
+        if self.cancel_event.is_set():
+            raise StageCancelled()
+
+    def fault(self, step: int) -> None:
+        """Test hook, off by default: ABA_FAULT=oom@grpo:3 raises a CUDA OOM at step 3 of grpo (once per attempt chain)."""
+        spec = os.environ.get("ABA_FAULT", "")
+        for item in filter(None, spec.split(",")):
+            kind, _, where = item.partition("@")
+            stage, _, at = where.partition(":")
+            if stage != self.name or not at or int(at) != step:
+                continue
+            marker = self.folder / f".fault-{kind}-{at}"
+            if marker.exists():
+                continue  # each fault fires once, so the fallback's retry can pass
+            marker.write_text("fired")
+            if kind == "oom":
+                import torch
+
+                raise torch.cuda.OutOfMemoryError(f"CUDA out of memory (ABA_FAULT injected at {self.name} step {step})")
+            if kind == "crash":
+                os._exit(70)
+            raise RuntimeError(f"ABA_FAULT {kind} at {self.name} step {step}")

@@ -1,0 +1,41 @@
+"""The UI process stays light: importing app and the light engine parts pulls in no ML or cloud library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+HEAVY = ("torch", "transformers", "trl", "unsloth", "peft", "datasets", "accelerate", "bitsandbytes",
+         "google.genai", "google.cloud.aiplatform", "vertexai", "textual")
+
+LIGHT = ("app", "app.app", "engine.store", "engine.supervisor", "engine.config", "engine.cli")
+
+
+def _loaded_after(modules: tuple[str, ...]) -> set[str]:
+    code = (
+        "import importlib, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    return set(out.split())
+
+
+def test_ui_side_imports_no_heavy_library():
+    loaded = _loaded_after(LIGHT)
+    bad = [m for m in HEAVY if m in loaded and m != "textual"]
+    assert not bad, f"importing the UI side pulled in {bad}"
+
+
+def test_engine_never_imports_app_or_textual():
+    loaded = _loaded_after(("engine.store", "engine.supervisor", "engine.config", "engine.worker", "engine.cli"))
+    assert not any(m == "app" or m.startswith("app.") for m in loaded)
+    assert "textual" not in loaded
+
+
+def test_engine_sources_do_not_import_app():
+    for path in (ROOT / "engine").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "from app" not in text and "import app" not in text, path
