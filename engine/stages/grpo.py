@@ -1,0 +1,129 @@
+"""Step 3: GRPO with TRL's GRPOTrainer on the SFT model; the reward is nine judge dimensions with reward_weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.context import StageContext, StageFailed
+from engine.dims import DIMENSIONS
+
+
+def grpo_args(ctx: StageContext, knobs: dict[str, Any], out: Path, weights: list[float], max_steps: int):
+    from trl import GRPOConfig
+
+    g = ctx.cfg.grpo
+    cpu = ctx.cfg.train.device == "cpu" or not _cuda()
+    return GRPOConfig(
+        output_dir=str(out),
+        learning_rate=g.learning_rate,
+        max_steps=max_steps,
+        num_generations=knobs["num_generations"],
+        max_completion_length=knobs["max_completion_length"],
+        per_device_train_batch_size=g.per_device_train_batch_size,
+        gradient_accumulation_steps=g.gradient_accumulation_steps,
+        gradient_checkpointing=ctx.cfg.model.gradient_checkpointing,
+        beta=g.beta,
+        temperature=g.temperature,
+        reward_weights=weights,
+        logging_steps=g.logging_steps,
+        save_strategy="steps",
+        save_steps=ctx.cfg.run.checkpoint_steps,
+        save_total_limit=2,
+        report_to="none",
+        seed=ctx.cfg.run.seed,
+        use_cpu=cpu,
+        bf16=not cpu and ctx.cfg.model.dtype == "bfloat16",
+        fp16=not cpu and ctx.cfg.model.dtype == "float16",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_steps: int,
+               dims: tuple[str, ...] = DIMENSIONS, weights: dict[str, float] | None = None,
+               num_generations: int | None = None, max_completion_length: int | None = None):
+    """Train a GRPO LoRA from `start_model` into `out`. Shared by grpo, grpo-dims and smoke. Returns (trainer, cb)."""
+    from datasets import Dataset
+
+    from engine import models, training, traindata
+    from engine.callbacks import StoreCallback
+    from engine.rewards import JudgeCache, make_scorer
+
+    g = ctx.cfg.grpo
+    weights = weights or g.reward_weights
+    prompts = traindata.grpo_prompts(ctx.store)
+    if not prompts:
+        raise StageFailed("no prompts for GRPO; run datagen first")
+    dataset = Dataset.from_list(prompts)
+    scorer, judge_name = make_scorer(ctx)
+    cache = JudgeCache(scorer, ctx, dims, weights, g.sample_every, g.samples_per_store)
+    knobs = {
+        "num_generations": num_generations or g.num_generations,
+        "max_completion_length": max_completion_length or g.max_completion_length,
+    }
+    gen_batch = g.per_device_train_batch_size * g.gradient_accumulation_steps * ctx.cfg.train.num_processes
+    ctx.log(
+        f"GRPO: {len(prompts)} prompts, judge {judge_name}, reward = sum of {len(dims)} dimensions x reward_weights; "
+        f"generation batch {gen_batch} (per_device {g.per_device_train_batch_size} x accumulation "
+        f"{g.gradient_accumulation_steps}) divides by num_generations {knobs['num_generations']}"
+    )
+    est = training.record_estimate(
+        ctx, start_model, bits=4 if backend.quantized else 16, seq_len=g.max_prompt_length,
+        batch=g.per_device_train_batch_size, num_generations=knobs["num_generations"],
+        completion_len=knobs["max_completion_length"],
+    )
+    callback = StoreCallback(ctx, total_steps=max_steps)
+
+    def build(k: dict[str, Any]):
+        from trl import GRPOTrainer
+
+        model, tok, peft_cfg = models.load_for_training(ctx.cfg, backend, start_model, g.max_prompt_length + k["max_completion_length"])
+        return GRPOTrainer(
+            model=model, reward_funcs=cache.reward_functions(),
+            args=grpo_args(ctx, k, out / "checkpoints", [weights[d] for d in dims], max_steps),
+            train_dataset=dataset, processing_class=tok, peft_config=peft_cfg, callbacks=[callback],
+        )
+
+    trainer = training.train_with_fallbacks(ctx, build, knobs, training.grpo_fallbacks(), out / "checkpoints")
+    training.record_peak(ctx, est, callback.step_times)
+    ctx.log(f"judge calls: {cache.calls} (one per distinct completion, shared by the {len(dims)} reward functions)")
+    return trainer, callback
+
+
+def start_model(ctx: StageContext, backend) -> str:
+    """The SFT adapter merged into the base (the seed's sequential SFT then GRPO), or the base when there is none."""
+    from engine import models
+
+    base = models.base_path(ctx.cfg, ctx.run_dir)
+    adapter = ctx.run_dir / "sft" / "adapter"
+    if not ctx.cfg.grpo.merge_sft:
+        ctx.log("grpo.merge_sft is off: starting from the base model")
+        return base
+    if not adapter.exists():
+        ctx.log("no SFT adapter in this run: starting GRPO from the base model", "warn")
+        return base
+    models.check_adapter(adapter)
+    merged = models.merge_adapter(ctx.cfg, backend, base, adapter, ctx.run_dir / "sft" / "merged")
+    ctx.log(f"starting from the SFT adapter merged into the base ({merged})")
+    return str(merged)
+
+
+def run(ctx: StageContext) -> None:
+    from engine import models
+
+    backend = models.pick_backend(ctx.cfg)
+    ctx.event("backend", f"backend: {backend.reason}", backend=backend.name, device=backend.device)
+    trainer, _ = train_grpo(ctx, backend, start_model(ctx, backend), ctx.folder, max_steps=ctx.cfg.grpo.max_steps)
+    if ctx.should_stop():
+        return
+    adapter = ctx.folder / "adapter"
+    trainer.save_model(str(adapter))
+    ctx.artifact("adapter", adapter, backend=backend.name, steps=trainer.state.global_step)
+    ctx.log(f"GRPO adapter saved to {adapter} after {trainer.state.global_step} steps")

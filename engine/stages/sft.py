@@ -1,0 +1,95 @@
+"""Step 2: QLoRA SFT with TRL's SFTTrainer (Unsloth's on that backend) on the chosen traces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from engine.context import StageContext, StageFailed
+
+
+def sft_args(ctx: StageContext, knobs: dict[str, Any], out: Path, max_steps: int | None = None):
+    from trl import SFTConfig
+
+    s = ctx.cfg.sft
+    cpu = ctx.cfg.train.device == "cpu" or not _cuda()
+    return SFTConfig(
+        output_dir=str(out),
+        learning_rate=s.learning_rate,
+        num_train_epochs=s.num_train_epochs,
+        max_steps=max_steps if max_steps is not None else s.max_steps,
+        max_length=knobs["max_seq_length"],
+        per_device_train_batch_size=knobs["per_device_train_batch_size"],
+        gradient_accumulation_steps=knobs["gradient_accumulation_steps"],
+        gradient_checkpointing=ctx.cfg.model.gradient_checkpointing,
+        completion_only_loss=True,  # loss on the assistant turn only
+        logging_steps=s.logging_steps,
+        save_strategy="steps",
+        save_steps=ctx.cfg.run.checkpoint_steps,
+        save_total_limit=2,
+        report_to="none",
+        seed=ctx.cfg.run.seed,
+        use_cpu=cpu,
+        bf16=not cpu and ctx.cfg.model.dtype == "bfloat16",
+        fp16=not cpu and ctx.cfg.model.dtype == "float16",
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int | None = None, rows: list[dict] | None = None):
+    """Train an SFT LoRA into `out`; returns (trainer, callback). Shared by the sft and smoke stages."""
+    from datasets import Dataset
+
+    from engine import models, training, traindata
+    from engine.callbacks import StoreCallback
+
+    s = ctx.cfg.sft
+    if rows is None:
+        rows = traindata.sft_rows(ctx.store, ctx.cfg.grpo.reward_weights, s.min_score, ctx.log)
+    if not rows:
+        raise StageFailed(f"no chosen traces clear sft.min_score = {s.min_score}; lower it or judge more traces")
+    dataset = Dataset.from_list(rows)
+    knobs = {
+        "per_device_train_batch_size": s.per_device_train_batch_size,
+        "gradient_accumulation_steps": s.gradient_accumulation_steps,
+        "max_seq_length": s.max_seq_length,
+    }
+    est = training.record_estimate(
+        ctx, base, bits=4 if backend.quantized else 16, seq_len=s.max_seq_length, batch=s.per_device_train_batch_size
+    )
+    callback = StoreCallback(ctx)
+
+    def build(k: dict[str, Any]):
+        from trl import SFTTrainer
+
+        model, tok, peft_cfg = models.load_for_training(ctx.cfg, backend, base, k["max_seq_length"])
+        return SFTTrainer(
+            model=model, args=sft_args(ctx, k, out / "checkpoints", max_steps), train_dataset=dataset,
+            processing_class=tok, peft_config=peft_cfg, callbacks=[callback],
+        )
+
+    trainer = training.train_with_fallbacks(ctx, build, knobs, training.sft_fallbacks(), out / "checkpoints")
+    training.record_peak(ctx, est, callback.step_times)
+    return trainer, callback
+
+
+def run(ctx: StageContext) -> None:
+    from engine import models
+
+    backend = models.pick_backend(ctx.cfg)
+    ctx.event("backend", f"backend: {backend.reason}", backend=backend.name, device=backend.device)
+    base = models.base_path(ctx.cfg, ctx.run_dir)
+    trainer, _ = train_sft(ctx, backend, base, ctx.folder)
+    if ctx.should_stop():
+        return  # the callback saved a checkpoint at this step; resume continues from it
+    adapter = ctx.folder / "adapter"
+    trainer.save_model(str(adapter))
+    ctx.artifact("adapter", adapter, backend=backend.name, steps=trainer.state.global_step)
+    ctx.log(f"SFT adapter saved to {adapter} after {trainer.state.global_step} steps")
