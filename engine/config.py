@@ -93,6 +93,7 @@ class LLMConfig:
     tpm: int = _f(1_000_000, "Client-side cap on tokens per minute.", min=1)
     timeout_s: float = _f(120.0, "Seconds before one call is abandoned and retried.", gt=0)
     max_retries: int = _f(5, "Retries on 408, 429, 5xx, timeouts and cut connections.", min=0)
+    backoff_s: float = _f(1.0, "First retry delay; doubles each retry with full jitter, capped at 60 s (Retry-After wins).", gt=0)
     temperature: float = _f(1.0, "Sampling temperature.", min=0.0)
     max_tokens: int = _f(4096, "Largest reply, in tokens.", min=1)
 

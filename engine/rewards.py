@@ -19,10 +19,11 @@ def make_scorer(ctx: StageContext) -> tuple[Scorer, str]:
     llm_cfg = ctx.cfg.judge.llm
     if llm_cfg.backend == "offline":
         return heuristic_scores, "heuristic (offline)"
-    from engine.llm import make_backend
     from engine.llm.judging import LLMJudge
 
-    judge = LLMJudge(make_backend(llm_cfg, ctx), attempts=ctx.cfg.judge.attempts)
+    from engine.llm import make_limited
+
+    judge = LLMJudge(make_limited(llm_cfg, ctx, ctx.cfg.run.seed), attempts=ctx.cfg.judge.attempts, temperature=llm_cfg.temperature)
     return judge.score, f"{llm_cfg.backend}:{llm_cfg.model}"
 
 
@@ -89,6 +90,7 @@ class JudgeCache:
             return
         self._sampled_steps.add(step)
         for p, c, r in list(zip(prompts, completions, rows))[: self.samples_per_store]:
-            reward = sum(r[d] * self.weights.get(d, 0.0) for d in self.dims)
+            missing = any(r[d] is None for d in self.dims)
+            reward = None if missing else sum(r[d] * self.weights.get(d, 0.0) for d in self.dims)
             last_user = p[-1]["content"] if isinstance(p, list) and p else str(p)
             self.ctx.store.add_sample(self.ctx.name, step, last_user, _text(c), {d: r[d] for d in self.dims}, reward)

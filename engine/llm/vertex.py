@@ -1,0 +1,114 @@
+"""Gemini on Vertex AI through the google-genai client (vertexai=True), with Application Default Credentials only.
+
+Request building and reply parsing are plain functions over the REST shapes, so they are tested on recorded
+payloads; the same parser reads batch-prediction result lines.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from engine.errors import UserError
+from engine.llm.base import LLMBackend, LLMError, LLMRequest, LLMResult, retriable_status
+
+
+def build_request(req: LLMRequest) -> dict[str, Any]:
+    """A generateContent request body (REST field names), as sent and as written to batch files."""
+    contents = [
+        {"role": "model" if m["role"] == "assistant" else "user", "parts": [{"text": m["content"]}]} for m in req.messages
+    ]
+    gen: dict[str, Any] = {"temperature": req.temperature, "maxOutputTokens": req.max_tokens}
+    if req.thinking:
+        gen["thinkingConfig"] = {"thinkingLevel": req.thinking.upper(), "includeThoughts": True}
+    if req.json_schema:
+        gen["responseMimeType"] = "application/json"
+        gen["responseJsonSchema"] = req.json_schema
+    body: dict[str, Any] = {"contents": contents, "generationConfig": gen}
+    if req.system:
+        body["systemInstruction"] = {"parts": [{"text": req.system}]}
+    return body
+
+
+def _get(d: dict, *names: str, default: Any = None) -> Any:
+    for n in names:
+        if n in d and d[n] is not None:
+            return d[n]
+    return default
+
+
+def parse_response(payload: dict[str, Any], model: str = "") -> LLMResult:
+    """Text, thought summary and token counts from a generateContent reply (camelCase REST or snake_case SDK dump)."""
+    candidates = _get(payload, "candidates", default=[])
+    if not candidates:
+        feedback = _get(payload, "promptFeedback", "prompt_feedback", default={})
+        reason = _get(feedback, "blockReason", "block_reason", default="no candidates")
+        raise LLMError(f"Gemini returned no answer ({reason})", retriable=False)
+    cand = candidates[0]
+    finish = _get(cand, "finishReason", "finish_reason", default="")
+    parts = _get(_get(cand, "content", default={}) or {}, "parts", default=[]) or []
+    thoughts = [p.get("text", "") for p in parts if p.get("thought")]
+    texts = [p.get("text", "") for p in parts if not p.get("thought") and p.get("text")]
+    if not texts and str(finish) in ("SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "FinishReason.SAFETY"):
+        raise LLMError(f"Gemini blocked the answer (finishReason {finish})", retriable=False)
+    usage = _get(payload, "usageMetadata", "usage_metadata", default={}) or {}
+    tokens_out = int(_get(usage, "candidatesTokenCount", "candidates_token_count", default=0)) + int(
+        _get(usage, "thoughtsTokenCount", "thoughts_token_count", default=0)
+    )
+    return LLMResult(
+        text="".join(texts), reasoning="\n".join(t for t in thoughts if t),
+        tokens_in=int(_get(usage, "promptTokenCount", "prompt_token_count", default=0)), tokens_out=tokens_out,
+        model=_get(payload, "modelVersion", "model_version", default=model), raw=None,
+    )
+
+
+def _to_sdk_config(body: dict[str, Any]):
+    from google.genai import types
+
+    gen = body["generationConfig"]
+    kwargs: dict[str, Any] = {"temperature": gen["temperature"], "max_output_tokens": gen["maxOutputTokens"]}
+    if "thinkingConfig" in gen:
+        kwargs["thinking_config"] = types.ThinkingConfig(
+            thinking_level=gen["thinkingConfig"]["thinkingLevel"], include_thoughts=True
+        )
+    if "responseJsonSchema" in gen:
+        kwargs["response_mime_type"] = "application/json"
+        kwargs["response_json_schema"] = gen["responseJsonSchema"]
+    if "systemInstruction" in body:
+        kwargs["system_instruction"] = body["systemInstruction"]["parts"][0]["text"]
+    return types.GenerateContentConfig(**kwargs)
+
+
+class VertexBackend(LLMBackend):
+    name = "vertex"
+
+    def __init__(self, model: str, project: str = "", location: str = ""):
+        super().__init__(model)
+        self.project = project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
+        self.location = location or os.environ.get("GOOGLE_CLOUD_LOCATION", "global")
+        if not self.project:
+            raise UserError("vertex backend: no project (set llm.project in the config or GOOGLE_CLOUD_PROJECT)")
+        self._client = None
+
+    def client(self):
+        if self._client is None:
+            from google import genai
+
+            # Credentials come from Application Default Credentials only (gcloud auth application-default login).
+            self._client = genai.Client(vertexai=True, project=self.project, location=self.location)
+        return self._client
+
+    def generate(self, request: LLMRequest) -> LLMResult:
+        from google.genai import errors
+
+        body = build_request(request)
+        try:
+            resp = self.client().models.generate_content(
+                model=self.model, contents=body["contents"], config=_to_sdk_config(body)
+            )
+        except errors.APIError as err:
+            code = int(getattr(err, "code", 0) or 0)
+            raise LLMError(f"Vertex AI {code}: {str(err)[:300]}", status=code, retriable=retriable_status(code)) from None
+        except (TimeoutError, ConnectionError, OSError) as err:
+            raise LLMError(f"Vertex AI connection: {err}", retriable=True) from None
+        return parse_response(resp.model_dump(mode="json", exclude_none=True), self.model)

@@ -1,0 +1,58 @@
+"""Step 1b: a separate judge call scores every trace on nine dimensions (strict JSON, repaired or retried)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from engine.context import StageCancelled, StageContext
+
+
+def run(ctx: StageContext) -> None:
+    from engine.llm import make_limited
+    from engine.llm.judging import JudgeFailed, LLMJudge
+
+    llm = ctx.cfg.judge.llm
+    weights = ctx.cfg.grpo.reward_weights
+    limited = make_limited(llm, ctx, ctx.cfg.run.seed + 1)
+    name = "heuristic (offline)" if llm.backend == "offline" else limited.backend.describe()
+    if llm.backend == "offline":
+        ctx.log("OFFLINE judge: the heuristic judge scores text features; a weak baseline, not a model's judgement")
+    todo = ctx.store.unjudged_trace_ids()
+    total = ctx.store.trace_count()
+    ctx.log(f"judging {len(todo)} of {total} traces with {name}")
+    counts = {"ok": 0, "failed": 0, "repaired": 0, "rescaled": 0}
+    lock = threading.Lock()
+
+    def one(trace_id: int) -> None:
+        if ctx.should_stop():
+            return
+        t = ctx.store.trace(trace_id)
+        judge = LLMJudge(limited, attempts=ctx.cfg.judge.attempts, temperature=llm.temperature,
+                         on_attempt=lambda a, raw, err: ctx.store.add_judge_call(trace_id, a, raw, err))
+        try:
+            verdict = judge.judge(t["turns"], t["reasoning"], t["answer"])
+        except JudgeFailed as err:
+            ctx.store.mark_judge_failed(trace_id, name, err.raw, str(err))
+            ctx.log(f"trace {trace_id}: judge_failed ({err})", "warn")
+            key = "failed"
+        else:
+            ctx.store.set_judge_scores(trace_id, verdict.parsed.scores, name, verdict.raw, verdict.parsed.rescaled, weights)
+            key = "ok"
+            if verdict.parsed.repaired:
+                ctx.log(f"trace {trace_id}: judge reply repaired ({', '.join(verdict.parsed.repaired)})")
+        with lock:
+            counts[key] += 1
+            if key == "ok" and verdict.parsed.repaired:
+                counts["repaired"] += 1
+                counts["rescaled"] += int(verdict.parsed.rescaled)
+            n = counts["ok"] + counts["failed"]
+            snapshot = dict(counts)
+        ctx.metrics(n, {f"judge/{k}": float(v) for k, v in snapshot.items()})
+        ctx.progress(total - len(todo) + n, total, f"{n}/{len(todo)} judged")
+
+    with ThreadPoolExecutor(max_workers=llm.concurrency) as pool:
+        list(pool.map(one, todo))
+    if ctx.should_stop():
+        raise StageCancelled()
+    ctx.log(f"judge: {counts['ok']} scored ({counts['repaired']} repaired, {counts['rescaled']} rescaled), {counts['failed']} judge_failed")
