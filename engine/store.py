@@ -644,6 +644,41 @@ class RunStore:
     def trace_ids(self, where: str = "", args: Sequence[Any] = (), order: str = "t.id") -> list[int]:
         return [r[0] for r in self._q(f"SELECT t.id FROM traces t {where} ORDER BY {order}", args)]
 
+    SORTABLE = ("id", "category", "tier", "weighted", *DIMENSIONS, "reviewed", "judge_failed")
+
+    def filtered_trace_ids(
+        self, *, category: str | None = None, tier: str | None = None, min_score: float | None = None,
+        max_score: float | None = None, unreviewed: bool = False, failed: bool = False, sort: str = "id",
+        descending: bool = False,
+    ) -> list[int]:
+        """Trace ids for the review table, filtered and sorted in SQL (fast at 100k traces)."""
+        where, args = ["1=1"], []
+        if category:
+            where.append("category = ?")
+            args.append(category)
+        if tier:
+            where.append("tier = ?")
+            args.append(tier)
+        if min_score is not None:
+            where.append("weighted >= ?")
+            args.append(min_score)
+        if max_score is not None:
+            where.append("weighted <= ?")
+            args.append(max_score)
+        if unreviewed:
+            where.append("reviewed = 0")
+        if failed:
+            where.append("judge_failed = 1")
+        if sort not in self.SORTABLE:
+            raise StoreError(f"cannot sort by {sort!r}")
+        expr = f"COALESCE(h_{sort}, j_{sort})" if sort in DIMENSIONS else sort
+        direction = "DESC" if descending else "ASC"
+        rows = self._q(f"SELECT id FROM traces WHERE {' AND '.join(where)} ORDER BY {expr} {direction}, id", args)
+        return [r[0] for r in rows]
+
+    def trace_categories(self) -> list[str]:
+        return [r[0] for r in self._q("SELECT DISTINCT category FROM traces WHERE category IS NOT NULL ORDER BY 1")]
+
     def trace_summaries(self, ids: Sequence[int]) -> list[tuple]:
         """Narrow rows for a table page: id, category, tier, weighted, nine effective scores, reviewed, failed."""
         if not ids:

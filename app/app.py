@@ -1,0 +1,230 @@
+"""The control panel: rooms as modes, one poll thread that reads the run database, engine calls in workers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider
+from textual.worker import Worker, WorkerState
+
+from app.messages import RunDelta, RunOpened
+from app.watch import Poller, RunModel
+from engine import config as config_mod
+from engine import supervisor as sup
+from engine.dims import equal_weights
+from engine.errors import UserError
+
+POLL_S = 0.2
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class PanelCommands(Provider):
+    """Command palette entries for the main actions."""
+
+    COMMANDS = [
+        ("Start a new run from the config", "new_run"), ("Resume the run", "resume_run"),
+        ("Cancel running stages", "cancel_all"), ("Edit the run's config", "edit_config"),
+        ("Go to pipeline", "switch_mode('pipeline')"), ("Go to training", "switch_mode('training')"),
+        ("Go to traces", "switch_mode('traces')"), ("Go to runs", "switch_mode('runs')"),
+        ("Go to eval", "switch_mode('eval')"), ("Go to commitment sweep", "switch_mode('commitment')"),
+        ("Help", "help"),
+    ]
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, action in self.COMMANDS:
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), lambda a=action: self.app.run_action(a), help=action)
+
+
+class AbaApp(App):
+    TITLE = "aba-tui"
+    SUB_TITLE = "Entropy-Joy pipeline"
+    CSS_PATH = ROOT / "styles" / "app.tcss"
+    COMMANDS = App.COMMANDS | {PanelCommands}
+    BINDINGS = [
+        Binding("f2", "switch_mode('pipeline')", "Pipeline"),
+        Binding("f3", "switch_mode('training')", "Training"),
+        Binding("f4", "switch_mode('traces')", "Traces"),
+        Binding("f5", "switch_mode('runs')", "Runs"),
+        Binding("f6", "switch_mode('eval')", "Eval"),
+        Binding("f7", "switch_mode('commitment')", "Commitment"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(self, runs_dir: Path, run_dir: Path | None = None, config_path: Path | None = None):
+        from app.screens.commitment import CommitmentScreen
+        from app.screens.evals import EvalScreen
+        from app.screens.pipeline import PipelineScreen
+        from app.screens.runs import RunsScreen
+        from app.screens.traces import TracesScreen
+        from app.screens.training import TrainingScreen
+
+        self.MODES = {
+            "pipeline": PipelineScreen, "training": TrainingScreen, "traces": TracesScreen, "runs": RunsScreen,
+            "eval": EvalScreen, "commitment": CommitmentScreen,
+        }
+        super().__init__()
+        self.runs_dir = runs_dir
+        self.config_path = config_path
+        self.model = RunModel()
+        self.model.reset(run_dir)
+        self.draft_stages = config_mod.load(config_path).run.stages if config_path else None
+        self.latency: list[float] = []  # commit-to-screen delays seen, for the latency benchmark
+
+    def on_mount(self) -> None:
+        self.switch_mode("pipeline")
+        if self.model.run_dir is not None:
+            self.open_run(self.model.run_dir)
+
+    # -- the open run -----------------------------------------------------------------------
+
+    def open_run(self, run_dir: Path | None) -> None:
+        self.model.reset(run_dir)
+        self.post_message(RunOpened(run_dir))
+        if run_dir is not None:
+            self.sub_title = f"run {run_dir.name}"
+            self.poll(run_dir)
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def poll(self, run_dir: Path) -> None:
+        """The only reader of the run database for live data: rows newer than the last seen, every 200 ms."""
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        poller = Poller(run_dir)
+        try:
+            while not worker.is_cancelled:
+                delta = poller.poll()
+                self.post_message(RunDelta(delta))
+                if not delta.more:
+                    time.sleep(POLL_S)
+        finally:
+            poller.close()
+
+    @on(RunDelta)
+    def _apply_delta(self, message: RunDelta) -> None:
+        if message.delta.run_dir != self.model.run_dir:
+            return  # from a run no longer open
+        changed = self.model.apply(message.delta)
+        if message.delta.newest_metric_time:
+            self.latency.append(time.time() - message.delta.newest_metric_time)
+        for stage, old in changed:
+            if stage.status == "succeeded":
+                self.notify(f"{stage.name} succeeded", title="stage ended")
+            elif stage.status in ("failed", "crashed"):
+                self.notify(f"{stage.name} {stage.status}: {stage.reason or ''}", title="stage ended", severity="error", timeout=10)
+            elif stage.status == "cancelled":
+                self.notify(f"{stage.name} cancelled", severity="warning")
+        update = getattr(self.screen, "update_from", None)
+        if update:
+            update(self.model)
+
+    @on(RunOpened)
+    def _run_opened(self, message: RunOpened) -> None:
+        for name in self.MODES:
+            screen = self._screen_stacks.get(name) if hasattr(self, "_screen_stacks") else None
+            for s in screen or []:
+                if hasattr(s, "open_store"):
+                    s.open_store()
+                if hasattr(s, "update_from"):
+                    s.update_from(self.model)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """Every worker failure lands here, once (Harlequin's habit)."""
+        if event.state == WorkerState.ERROR:
+            err = event.worker.error
+            self.notify(str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}", severity="error", timeout=10)
+
+    def run_weights(self) -> dict[str, float]:
+        if self.model.run_dir is None:
+            return equal_weights()
+        return config_mod.load(self.model.run_dir / "config.toml").grpo.reward_weights
+
+    # -- actions (engine calls in threads; cancel waits out a grace period) ----------------
+
+    def action_help(self) -> None:
+        from app.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    def action_new_run(self) -> None:
+        from app.screens.config import NewRunScreen
+
+        def chosen(path: Path | None) -> None:
+            if path is not None:
+                self._start_new(path)
+
+        self.push_screen(NewRunScreen(self.config_path), chosen)
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def _start_new(self, path: Path) -> None:
+        run_dir = sup.start(path, self.runs_dir)
+        self.call_from_thread(self.open_run, run_dir)
+        self.call_from_thread(self.notify, f"run {run_dir.name} started from {path}")
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def start_stage(self, stage: str) -> None:
+        if self.model.run_dir is None:
+            raise UserError("no run open: press n to start one")
+        sup.start_stage(self.model.run_dir, stage)
+        self.call_from_thread(self.notify, f"{stage} started")
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def action_resume_run(self) -> None:
+        if self.model.run_dir is None:
+            raise UserError("no run open")
+        sup.resume(self.model.run_dir)
+        self.call_from_thread(self.notify, "resuming the stages that did not succeed")
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def cancel_run(self, stage: str | None = None) -> None:
+        if self.model.run_dir is None:
+            raise UserError("no run open")
+        running = {s.name for s in self.model.stages if s.status == "running"}
+        target = stage if stage in running else None
+        self.call_from_thread(self.notify, "asking the stage to save a checkpoint and stop...")
+        names = sup.cancel(self.model.run_dir, target)
+        self.call_from_thread(self.notify, f"cancelled: {', '.join(names) or 'nothing was running'}")
+
+    def action_cancel_all(self) -> None:
+        self.cancel_run(None)
+
+    @work(thread=True, group="actions", exit_on_error=False)
+    def skip_stage(self, stage: str) -> None:
+        if self.model.run_dir is None:
+            raise UserError("no run open")
+        sup.skip(self.model.run_dir, stage)
+
+    def action_edit_config(self) -> None:
+        from app.screens.config import ConfigScreen
+
+        if self.model.run_dir is not None:
+            path, note = self.model.run_dir / "config.toml", "(this run's frozen config: used by stages started next)"
+        elif self.config_path is not None:
+            path, note = self.config_path, "(the config new runs start from)"
+        else:
+            self.notify("no run and no config to edit", severity="warning")
+            return
+
+        def saved(p: Path | None) -> None:
+            if p is not None:
+                self.notify(f"saved {p}")
+
+        self.push_screen(ConfigScreen(path, note), saved)
+
+
+def make_app(run_id: str | None = None, runs_dir: str | Path | None = None, config_path: str | Path | None = None) -> AbaApp:
+    """The one factory for the CLI and the tests."""
+    root = sup.runs_dir(runs_dir)
+    cfg = Path(config_path) if config_path else None
+    if cfg is not None:
+        config_mod.load(cfg)  # a bad config is reported before the screen opens
+    run_dir = sup.resolve_run(run_id, root) if run_id else None
+    return AbaApp(root, run_dir, cfg)

@@ -1,0 +1,24 @@
+"""Messages that cross screens: what the poll thread found, and which run is open."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.message import Message
+
+from app.watch import Delta
+
+
+@dataclass
+class RunDelta(Message):
+    """New rows of the open run, read by the poll thread. Never replaced: each carries rows the next lacks."""
+
+    delta: Delta
+
+
+@dataclass
+class RunOpened(Message):
+    """The panel now shows this run (None: no run yet)."""
+
+    run_dir: Path | None

@@ -1,0 +1,1 @@
+"""One screen per room of the control panel."""

@@ -1,0 +1,102 @@
+"""The commitment sweep (seed 003): consistency and coherence per (lambda, layers) cell, samples on select."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from engine.store import RunStore
+
+
+def _heat(value: float | None, good_high: bool, lo: float, hi: float) -> str:
+    if value is None:
+        return ""
+    t = 0.5 if hi <= lo else (value - lo) / (hi - lo)
+    t = t if good_high else 1 - t
+    return "on #1f6f3f" if t > 0.66 else "on #6f6f1f" if t > 0.33 else "on #6f1f1f"
+
+
+class CommitmentScreen(Screen):
+    BINDINGS = [Binding("f", "reload", "Refresh"), Binding("m", "cycle_metric", "Metric")]
+    METRICS = ("consistency", "perplexity", "distinct2", "repetition")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cells: dict[str, dict] = {}
+        self.metric = "consistency"
+        self._seen = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical():
+            yield Static(id="sweep-title")
+            yield DataTable(id="sweep", cursor_type="cell")
+            yield VerticalScroll(Static(id="sweep-samples-text"), id="sweep-samples")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_reload()
+
+    def on_screen_resume(self) -> None:
+        self.action_reload()
+
+    def update_from(self, model) -> None:
+        key = tuple((s.name, s.status) for s in model.stages if s.name in ("commitment", "entangled"))
+        if key != self._seen:
+            self._seen = key
+            self.action_reload()
+
+    def action_cycle_metric(self) -> None:
+        self.metric = self.METRICS[(self.METRICS.index(self.metric) + 1) % len(self.METRICS)]
+        self.action_reload()
+
+    def action_reload(self) -> None:
+        run_dir = self.app.model.run_dir  # type: ignore[attr-defined]
+        table = self.query_one("#sweep", DataTable)
+        table.clear(columns=True)
+        title = Text(f"commitment sweep: {self.metric} per cell (m: next metric; higher is better for consistency "
+                     "and distinct-2, lower for perplexity and repetition)", style="bold")
+        self.query_one("#sweep-title", Static).update(title)
+        if run_dir is None:
+            return
+        with RunStore(run_dir / "run.db") as store:
+            self.cells = store.results("commitment", "cell")
+        if not self.cells:
+            self.query_one("#sweep-samples-text", Static).update(Text("no sweep yet: run the commitment stage", style="dim"))
+            return
+        lambdas = sorted({c["lambda"] for c in self.cells.values()}, reverse=True)
+        layers = list(dict.fromkeys(c["layers"] for c in self.cells.values()))
+        values = [c.get(self.metric) for c in self.cells.values() if c.get(self.metric) is not None]
+        lo, hi = (min(values), max(values)) if values else (0, 1)
+        good_high = self.metric in ("consistency", "distinct2")
+        table.add_columns("lambda", *layers)
+        for lam in lambdas:
+            row = [Text("baseline" if lam == 0 else f"{lam:g}")]
+            for lay in layers:
+                c = self.cells.get(f"{lam:g}|{lay}")
+                v = None if c is None else c.get(self.metric)
+                row.append(Text("" if v is None else f"{v:.3f}", style=_heat(v, good_high, lo, hi)))
+            table.add_row(*row)
+
+    def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
+        table = self.query_one("#sweep", DataTable)
+        if event.coordinate.column == 0 or not table.row_count:
+            return
+        lam_text = str(table.get_row_at(event.coordinate.row)[0])
+        lam = "0" if lam_text == "baseline" else lam_text
+        layers = str(table.ordered_columns[event.coordinate.column].label)
+        cell = self.cells.get(f"{lam}|{layers}")
+        out = Text()
+        if cell:
+            out.append(f"lambda {lam}, layers {layers}: consistency {cell['consistency']:.3f}, perplexity "
+                       f"{cell['perplexity']:.2f}, distinct-2 {cell['distinct2']:.3f}, repetition {cell['repetition']:.3f}\n\n",
+                       style="bold")
+            for s in cell.get("samples", [])[:4]:
+                out.append(f"probe: {s['probe']}\n", style="dim")
+                out.append(f"first: {s['first']}\nfollow-up: {s['second']}\n", style="")
+                out.append(f"consistent: {s['consistent']}\n\n", style="dim")
+        self.query_one("#sweep-samples-text", Static).update(out)

@@ -1,0 +1,114 @@
+"""Evaluation: the battery grid (pass/fail per test and model), ratings with intervals, the checklist, export."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
+
+from engine.store import RunStore
+
+
+class EvalScreen(Screen):
+    BINDINGS = [
+        Binding("x", "export", "Run export"),
+        Binding("e", "evaluate", "Run eval"),
+        Binding("f", "reload", "Refresh"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.battery: dict[str, dict] = {}
+        self._seen = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal():
+            with Vertical():
+                yield DataTable(id="eval-grid", cursor_type="cell")
+                yield VerticalScroll(Static(id="eval-output-text"), id="eval-output")
+            with VerticalScroll():
+                yield Static(id="ratings")
+                yield Static(id="checklist")
+                yield Static(id="export-status")
+                yield ProgressBar(id="export-progress", show_eta=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.action_reload()
+
+    def on_screen_resume(self) -> None:
+        self.action_reload()
+
+    def update_from(self, model) -> None:
+        export = model.stage("export")
+        bar = self.query_one("#export-progress", ProgressBar)
+        if export is not None and export.progress_total:
+            bar.update(total=export.progress_total, progress=export.progress or 0)
+        status = Text("export: ")
+        status.append(export.status if export else "not in this run", style="bold")
+        if export is not None and export.progress_label:
+            status.append(f"  {export.progress_label}")
+        self.query_one("#export-status", Static).update(status)
+        key = tuple((s.name, s.status) for s in model.stages if s.name in ("eval", "export", "ties"))
+        if key != self._seen:
+            self._seen = key
+            self.action_reload()
+
+    def action_reload(self) -> None:
+        run_dir = self.app.model.run_dir  # type: ignore[attr-defined]
+        grid = self.query_one("#eval-grid", DataTable)
+        grid.clear(columns=True)
+        if run_dir is None:
+            self.query_one("#ratings", Static).update(Text("no run open", style="dim"))
+            return
+        with RunStore(run_dir / "run.db") as store:
+            self.battery = store.results("eval", "battery")
+            ratings = store.results("eval", "ratings")
+            checklist = store.results("eval", "checklist")
+            exports = store.artifacts("export")
+        models = sorted({r["model"] for r in self.battery.values()})
+        tests = sorted({r["test"] for r in self.battery.values()})
+        if not self.battery:
+            self.query_one("#eval-output-text", Static).update(Text("no battery results yet: run the eval stage (e)", style="dim"))
+        grid.add_columns("test", *models)
+        for test in tests:
+            cells = []
+            for m in models:
+                r = self.battery.get(f"{m}/{test}")
+                cells.append(Text("") if r is None else Text("pass", style="green") if r["passed"] else Text("FAIL", style="red"))
+            grid.add_row(test, *cells, key=test)
+        table = Table("model", "rating", "95% interval", "W-L-T", title="tournament ratings (Bradley-Terry, Elo scale)", box=None)
+        for name, r in sorted(ratings.items(), key=lambda kv: -kv[1]["rating"]):
+            table.add_row(name, f"{r['rating']:.0f}", f"{r['lo']:.0f} .. {r['hi']:.0f}", f"{r['wins']}-{r['losses']}-{r['ties']}")
+        self.query_one("#ratings", Static).update(table)
+        text = Text("success checklist\n", style="bold")
+        for item, r in checklist.items():
+            text.append("  ✓ " if r["passed"] else "  ✗ ", style="green" if r["passed"] else "red")
+            text.append(f"{item}: {r['detail']}\n")
+        for a in exports:
+            text.append(f"\n{a['kind']}: {a['path']}", style="dim")
+        self.query_one("#checklist", Static).update(text)
+
+    def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
+        grid = self.query_one("#eval-grid", DataTable)
+        if event.coordinate.column == 0 or not grid.row_count:
+            return
+        test = str(grid.get_row_at(event.coordinate.row)[0])
+        model = str(grid.ordered_columns[event.coordinate.column].label)
+        r = self.battery.get(f"{model}/{test}")
+        out = Text()
+        if r:
+            out.append(f"{test} on {model}: {'pass' if r['passed'] else 'FAIL'}  ({r['detail']})\n\n", style="bold")
+            out.append(r["output"])  # model output, literally
+        self.query_one("#eval-output-text", Static).update(out)
+
+    def action_export(self) -> None:
+        self.app.start_stage("export")  # type: ignore[attr-defined]
+
+    def action_evaluate(self) -> None:
+        self.app.start_stage("eval")  # type: ignore[attr-defined]

@@ -1,0 +1,119 @@
+"""The pipeline: every stage of the open run with status, attempts, durations, fallbacks and reasons; control."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, RichLog, Static
+
+from app.watch import RunModel
+from engine.config import STAGES
+
+STATUS_STYLE = {"succeeded": "green", "failed": "red", "crashed": "bold red", "cancelled": "yellow",
+                "running": "bold cyan", "pending": "dim", "skipped": "dim italic"}
+
+
+def _duration(started: float | None, ended: float | None) -> str:
+    if not started:
+        return ""
+    secs = int((ended or time.time()) - started)
+    return f"{secs // 60}m{secs % 60:02d}s" if secs >= 60 else f"{secs}s"
+
+
+class PipelineScreen(Screen):
+    BINDINGS = [
+        Binding("n", "app.new_run", "New run"),
+        Binding("s", "start_stage", "Start stage"),
+        Binding("c", "cancel_stage", "Cancel"),
+        Binding("r", "app.resume_run", "Resume"),
+        Binding("k", "skip_stage", "Skip"),
+        Binding("e", "app.edit_config", "Config"),
+        Binding("o", "app.switch_mode('runs')", "Open run"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Vertical():
+            yield Static(id="run-title")
+            yield DataTable(id="stages", cursor_type="row", zebra_stripes=True)
+            yield RichLog(id="pipeline-log", markup=False, highlight=False, wrap=True, max_lines=500)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#stages", DataTable)
+        table.add_columns("stage", "status", "attempts", "time", "progress", "fallbacks", "reason")
+        self._last_log = 0
+        self._shown_run = None
+        self.update_from(self.app.model)  # type: ignore[attr-defined]
+
+    def on_screen_resume(self) -> None:
+        self.update_from(self.app.model)  # type: ignore[attr-defined]
+
+    def selected_stage(self) -> str | None:
+        table = self.query_one("#stages", DataTable)
+        if table.row_count == 0:
+            return None
+        return str(table.get_row_at(table.cursor_row)[0])
+
+    def update_from(self, model: RunModel) -> None:
+        app = self.app
+        title = self.query_one("#run-title", Static)
+        if model.run_dir is None:
+            cfg = getattr(app, "config_path", None)
+            title.update(Text(f"No run open. Press n to start a new run from {cfg}" if cfg else
+                              "No run open. Press o to open one, or n to start one from a config file.", style="bold"))
+        else:
+            running = [s.name for s in model.stages if s.status == "running"]
+            state = f"running {', '.join(running)}" if running else "idle"
+            title.update(Text(f"run {model.run_dir.name}   {state}   (reattach any time: aba-tui {model.run_dir.name})", style="bold"))
+        table = self.query_one("#stages", DataTable)
+        keep = table.cursor_row
+        fallbacks: dict[str, int] = {}
+        for e in model.events:
+            if e.kind == "fallback":
+                fallbacks[e.stage] = fallbacks.get(e.stage, 0) + 1
+        rows = model.stages or []
+        table.clear()
+        if rows:
+            for s in rows:
+                if not s.selected and s.status == "pending" and s.attempts == 0:
+                    continue
+                prog = ""
+                if s.progress is not None:
+                    prog = f"{s.progress:g}/{s.progress_total:g}" if s.progress_total else f"{s.progress:g}"
+                table.add_row(
+                    s.name, Text(s.status, style=STATUS_STYLE.get(s.status, "")), str(s.attempts),
+                    _duration(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), Text(s.reason or ""), key=s.name,
+                )
+        else:
+            for name in getattr(app, "draft_stages", None) or STAGES:
+                table.add_row(name, Text("not started", style="dim"), "", "", "", "", Text(""), key=name)
+        if table.row_count:
+            table.move_cursor(row=min(keep, table.row_count - 1))
+        log = self.query_one("#pipeline-log", RichLog)
+        if self._shown_run != model.run_dir:
+            log.clear()
+            self._shown_run, self._last_log = model.run_dir, 0
+        for row in model.logs:
+            if row.id > self._last_log:
+                log.write(Text(f"[{row.stage}] {row.message}", style="red" if row.level == "error" else ""))
+        if model.logs:
+            self._last_log = max(self._last_log, model.logs[-1].id)
+
+    def action_start_stage(self) -> None:
+        stage = self.selected_stage()
+        if stage:
+            self.app.start_stage(stage)  # type: ignore[attr-defined]
+
+    def action_cancel_stage(self) -> None:
+        self.app.cancel_run(self.selected_stage())  # type: ignore[attr-defined]
+
+    def action_skip_stage(self) -> None:
+        stage = self.selected_stage()
+        if stage:
+            self.app.skip_stage(stage)  # type: ignore[attr-defined]

@@ -1,0 +1,207 @@
+"""The control panel driven as a person would: Pilot for behaviour, snapshots for layout."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from rich.text import Text
+from textual.widgets import DataTable, Static
+
+from app.app import make_app
+from app.widgets.chart import LineChart
+from app.widgets.trace_table import TraceTable
+from engine.dims import DIMENSIONS
+from engine.store import RunStore
+from tests.conftest import ROOT, demo_variant, write_config
+from tests.uifixtures import MARKUP, make_fixture_run
+
+
+def _text(widget: Static) -> str:
+    content = widget.render()
+    return content.plain if isinstance(content, Text) else str(content)
+
+
+async def _wait_for(pilot, cond, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await pilot.pause(0.1)
+        if cond():
+            return
+    raise AssertionError("condition not met in time")
+
+
+async def test_pipeline_shows_stages_and_reasons(runs_dir):
+    run = make_fixture_run(runs_dir)
+    app = make_app(run.name, runs_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _wait_for(pilot, lambda: app.model.stages)
+        table = app.screen.query_one("#stages", DataTable)
+        await _wait_for(pilot, lambda: table.row_count == 4)
+        rows = [table.get_row_at(i) for i in range(table.row_count)]
+        assert [r[0] for r in rows] == ["datagen", "judge", "sft", "grpo"]
+        assert rows[2][1].plain == "failed" and "example failure" in rows[2][6].plain
+
+
+async def test_start_a_stage_and_see_status_change(tmp_path, runs_dir, busy_env, monkeypatch):
+    monkeypatch.setenv("BUSY_STEPS", "20")
+    from engine import supervisor as sup
+
+    run_dir = sup.create_run(write_config(tmp_path, '[run]\nstages = ["smoke"]\n'), runs_dir)
+    app = make_app(run_dir.name, runs_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        table = app.screen.query_one("#stages", DataTable)
+        await _wait_for(pilot, lambda: table.row_count == 1)
+        assert table.get_row_at(0)[1].plain == "pending"
+        await pilot.press("s")
+        await _wait_for(pilot, lambda: table.get_row_at(0)[1].plain == "succeeded", timeout=60)
+        assert app.model.get("smoke", "m1") is not None and app.model.get("smoke", "m1").n == 20
+
+
+async def test_edit_score_is_committed_and_undone(runs_dir):
+    run = make_fixture_run(runs_dir)
+    app = make_app(run.name, runs_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        table = app.screen.query_one(TraceTable)
+        await _wait_for(pilot, lambda: len(table.ids) == 12)
+        tid = table.current_id
+        await pilot.press("right_square_bracket", "right_square_bracket")  # third dimension
+        await pilot.press("minus")
+        dim = DIMENSIONS[2]
+        with RunStore(run / "run.db") as store:
+            edits = store.score_edits(tid)
+            assert [(e["dim"], e["undone"]) for e in edits] == [(dim, 0)]
+            t = store.trace(tid)
+            assert t["human"][dim] == pytest.approx(max(0.0, t["judge"][dim] - 0.1))
+            assert t["judge"][dim] != t["human"][dim] or t["judge"][dim] == 0.0
+        await pilot.press("enter")
+        await pilot.press(*"0.35", "enter")  # the old value is selected: typing replaces it
+        await pilot.press("u")
+        with RunStore(run / "run.db") as store:
+            assert len(store.score_edits(tid)) == 2
+            assert store.trace(tid)["human"][dim] == pytest.approx(max(0.0, store.trace(tid)["judge"][dim] - 0.1))
+        await pilot.press("v")
+        with RunStore(run / "run.db") as store:
+            assert store.trace(tid)["reviewed"]
+
+
+async def test_filter_and_sort(runs_dir):
+    run = make_fixture_run(runs_dir)
+    app = make_app(run.name, runs_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        screen = app.screen
+        table = screen.query_one(TraceTable)
+        await _wait_for(pilot, lambda: len(table.ids) == 12)
+        screen.query_one("#f-tier").value = "rejected"
+        await _wait_for(pilot, lambda: len(table.ids) == 4)
+        with RunStore(run / "run.db") as store:
+            assert all(store.trace(i)["tier"] == "rejected" for i in table.ids)
+        screen.query_one("#f-tier").clear()
+        await _wait_for(pilot, lambda: len(table.ids) == 12)
+        for _ in range(3):  # id -> category -> tier -> score
+            await pilot.press("o")
+        with RunStore(run / "run.db") as store:
+            scores = [store.trace(i)["weighted"] for i in table.ids]
+        assert scores == sorted(scores)
+        await pilot.press("O")
+        with RunStore(run / "run.db") as store:
+            assert [store.trace(i)["weighted"] for i in table.ids] == sorted(scores, reverse=True)
+
+
+async def test_markup_in_traces_and_logs_shows_literally(runs_dir):
+    run = make_fixture_run(runs_dir)
+    app = make_app(run.name, runs_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.5)
+        await pilot.press("f4")
+        table = app.screen.query_one(TraceTable)
+        await _wait_for(pilot, lambda: len(table.ids) == 12)
+        body = _text(app.screen.query_one("#trace-body", Static))
+        assert MARKUP in body and "reasoning 0 " + MARKUP in body
+        await pilot.press("f2")
+        log = app.screen.query_one("#pipeline-log")
+        await _wait_for(pilot, lambda: any(MARKUP in "".join(seg.text for seg in line) for line in log.lines))
+
+
+async def test_help_and_palette(runs_dir):
+    app = make_app(None, runs_dir, ROOT / "data" / "configs" / "demo.toml")
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert "Press n to start a new run" in _text(app.screen.query_one("#run-title", Static))
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        assert type(app.screen).__name__ == "PipelineScreen"
+
+
+async def test_bad_config_edit_is_refused_and_nothing_saved(runs_dir):
+    run = make_fixture_run(runs_dir)
+    before = (run / "config.toml").read_text()
+    app = make_app(run.name, runs_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("e")
+        from textual.widgets import TextArea
+
+        area = app.screen.query_one(TextArea)
+        area.text = area.text.replace("learning_rate = 0.002", "learning_rate = -1.0")
+        await pilot.press("ctrl+s")
+        err = _text(app.screen.query_one("#config-error", Static))
+        assert "sft.learning_rate" in err and "greater than 0" in err
+    assert (run / "config.toml").read_text() == before
+
+
+async def test_real_grpo_stage_metrics_reach_training_screen(tmp_path, runs_dir):
+    from engine import supervisor as sup
+
+    cfg = demo_variant(tmp_path, grpo__max_steps=3, grpo__sample_every=1, run__stages=["grpo"])
+    run_dir = sup.create_run(cfg, runs_dir)
+    app = make_app(run_dir.name, runs_dir)
+    async with app.run_test(size=(160, 50)) as pilot:
+        table = app.screen.query_one("#stages", DataTable)
+        await _wait_for(pilot, lambda: table.row_count == 1)
+        await pilot.press("s")
+        await pilot.press("f3")
+        chart = app.screen.query_one("#chart-reward", LineChart)
+        def done() -> bool:
+            row = app.model.stage("grpo")
+            return row is not None and row.status in ("succeeded", "failed", "crashed")
+
+        await _wait_for(pilot, done, timeout=240)
+        assert app.model.stage("grpo").status == "succeeded", app.model.stage("grpo").reason
+        await _wait_for(pilot, lambda: app.model.get("grpo", "reward") is not None and app.model.get("grpo", "reward").n >= 3)
+        await pilot.pause(0.5)
+        labels = [ln.label for ln in chart.lines]
+        assert "reward" in labels and "ENT" in labels and len(labels) == 10
+        assert all(app.model.get("grpo", f"rewards/{d}/mean") is not None for d in DIMENSIONS)
+
+
+def test_snapshot_pipeline(snap_compare, runs_dir):
+    make_fixture_run(runs_dir)
+    app = make_app("20260211-101500-snap", runs_dir)
+    assert snap_compare(app, terminal_size=(120, 40), run_before=lambda pilot: pilot.pause(0.8))
+
+
+def test_snapshot_training(snap_compare, runs_dir):
+    make_fixture_run(runs_dir)
+    app = make_app("20260211-101500-snap", runs_dir)
+
+    async def before(pilot):
+        await pilot.pause(0.8)
+        await pilot.press("f3")
+        await pilot.pause(0.5)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=before)
+
+
+def test_snapshot_traces(snap_compare, runs_dir):
+    make_fixture_run(runs_dir)
+    app = make_app("20260211-101500-snap", runs_dir)
+
+    async def before(pilot):
+        await pilot.pause(0.8)
+        await pilot.press("f4")
+        await pilot.pause(0.5)
+
+    assert snap_compare(app, terminal_size=(120, 40), run_before=before)
