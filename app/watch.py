@@ -80,7 +80,7 @@ class Delta:
     samples: dict[str, list[dict]]
     more: bool  # a backlog remains: poll again at once
     polled_at: float = field(default_factory=time.time)
-    newest_metric_time: float | None = None
+    oldest_metric_time: float | None = None  # commit times of the rows carried, for the latency benchmark
 
 
 class Poller:
@@ -102,14 +102,13 @@ class Poller:
         stages = sup.refresh(self.store)  # marks a dead worker crashed, as anyone looking does
         rows = self.store.metrics_since(self.metric_cursor, limit=CHUNK)
         grouped: dict[tuple[str, str], tuple[list, list]] = {}
-        newest = None
+        oldest = rows[0].time if rows else None
         for r in rows:
             steps, values = grouped.setdefault((r.stage, r.key), ([], []))
             steps.append(r.step)
             values.append(np.nan if r.value is None else r.value)
         if rows:
             self.metric_cursor = rows[-1].id
-            newest = rows[-1].time
         metrics = {}
         for key, (steps, values) in grouped.items():
             v = np.asarray(values, dtype=float)
@@ -129,7 +128,7 @@ class Poller:
                 self.sample_ids[stage] = len(latest) + hash(latest[0]["completion"])
                 samples[stage] = latest
         return Delta(self.run_dir, stages, metrics, self.metric_cursor, logs, self.log_cursor, events, samples,
-                     more=len(rows) == CHUNK, newest_metric_time=newest)
+                     more=len(rows) == CHUNK, oldest_metric_time=oldest)
 
 
 class RunModel:

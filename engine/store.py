@@ -66,6 +66,16 @@ MIGRATIONS: list[str] = [
         {_J}, {_H}
     );
     CREATE INDEX traces_by_category ON traces (category, tier);
+    CREATE INDEX traces_by_weighted ON traces (weighted);
+    CREATE INDEX traces_by_entropy_reduction ON traces (COALESCE(h_entropy_reduction, j_entropy_reduction));
+    CREATE INDEX traces_by_calibrated_uncertainty ON traces (COALESCE(h_calibrated_uncertainty, j_calibrated_uncertainty));
+    CREATE INDEX traces_by_conflict_resolution ON traces (COALESCE(h_conflict_resolution, j_conflict_resolution));
+    CREATE INDEX traces_by_context_faithfulness ON traces (COALESCE(h_context_faithfulness, j_context_faithfulness));
+    CREATE INDEX traces_by_process_transparency ON traces (COALESCE(h_process_transparency, j_process_transparency));
+    CREATE INDEX traces_by_honest_engagement ON traces (COALESCE(h_honest_engagement, j_honest_engagement));
+    CREATE INDEX traces_by_helpfulness ON traces (COALESCE(h_helpfulness, j_helpfulness));
+    CREATE INDEX traces_by_harm_avoidance ON traces (COALESCE(h_harm_avoidance, j_harm_avoidance));
+    CREATE INDEX traces_by_instruction_following ON traces (COALESCE(h_instruction_following, j_instruction_following));
     CREATE TABLE judge_calls (
         id INTEGER PRIMARY KEY, trace_id INTEGER, attempt INTEGER, raw TEXT, error TEXT, time REAL
     );
@@ -738,11 +748,15 @@ class RunStore:
             c.execute("UPDATE traces SET reviewed = ? WHERE id = ?", (int(reviewed), trace_id))
 
     def judge_human_pairs(self) -> dict[str, list[tuple[float, float]]]:
-        """Per dimension, (judge, human) for every trace a human changed."""
-        out: dict[str, list[tuple[float, float]]] = {}
-        for d in DIMENSIONS:
-            rows = self._q(f"SELECT j_{d}, h_{d} FROM traces WHERE h_{d} IS NOT NULL AND j_{d} IS NOT NULL")
-            out[d] = [(r[0], r[1]) for r in rows]
+        """Per dimension, (judge, human) for every trace a human changed (only edited traces are read)."""
+        cols = ", ".join(f"j_{d}, h_{d}" for d in DIMENSIONS)
+        rows = self._q(f"SELECT {cols} FROM traces WHERE id IN (SELECT DISTINCT trace_id FROM score_edits)")
+        out: dict[str, list[tuple[float, float]]] = {d: [] for d in DIMENSIONS}
+        for r in rows:
+            for i, d in enumerate(DIMENSIONS):
+                judge, human = r[2 * i], r[2 * i + 1]
+                if judge is not None and human is not None:
+                    out[d].append((judge, human))
         return out
 
     def reweigh_all(self, weights: dict[str, float]) -> None:

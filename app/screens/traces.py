@@ -49,18 +49,18 @@ class ScoreInput(ModalScreen[float | None]):
 
 class TracesScreen(Screen):
     BINDINGS = [
-        Binding("left_square_bracket", "dim(-1)", "Prev dim"),
-        Binding("right_square_bracket", "dim(1)", "Next dim"),
-        Binding("plus,equals_sign", "nudge(0.1)", "+0.1"),
-        Binding("minus", "nudge(-0.1)", "-0.1"),
-        Binding("enter", "set_score", "Set score"),
-        Binding("x", "reset_score", "Reset to judge"),
+        Binding("left_square_bracket", "dim(-1)", "Prev dim", show=False),
+        Binding("right_square_bracket", "dim(1)", "[ ] dim"),
+        Binding("plus,equals_sign", "nudge(0.1)", "+/- 0.1"),
+        Binding("minus", "nudge(-0.1)", "-0.1", show=False),
+        Binding("enter", "set_score", "Set"),
+        Binding("x", "reset_score", "Reset"),
         Binding("u", "undo", "Undo"),
         Binding("v", "toggle_reviewed", "Reviewed"),
-        Binding("n", "next_unreviewed", "Next unreviewed"),
+        Binding("n", "next_unreviewed", "Next unreviewed", show=False),
         Binding("o", "cycle_sort", "Sort"),
         Binding("O", "reverse_sort", "Reverse", show=False),
-        Binding("slash", "focus_filters", "Filter"),
+        Binding("slash", "focus_filters", "Filter", show=False),
     ]
 
     def __init__(self) -> None:
