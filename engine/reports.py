@@ -145,7 +145,19 @@ def _cmd_export_data(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from engine.cli import _open
+    from engine.report import write_report
+
+    run_dir, store = _open(args)
+    store.close()
+    print(write_report(run_dir))
+    return 0
+
+
 def _register(add) -> None:
+    sp = add("report", _cmd_report, "Write runs/<id>/report/report.md with charts, battery, ratings and checklist.")
+    sp.add_argument("run_id", nargs="?")
     sp = add("judge-agreement", _cmd_agreement, "Judge vs human per dimension: n, MAE, Spearman, Kendall tau.")
     sp.add_argument("run_id", nargs="?")
     sp.add_argument("--json", action="store_true")

@@ -48,7 +48,7 @@ def _cuda() -> bool:
 
 def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_steps: int,
                dims: tuple[str, ...] = DIMENSIONS, weights: dict[str, float] | None = None,
-               num_generations: int | None = None, max_completion_length: int | None = None):
+               num_generations: int | None = None, max_completion_length: int | None = None, metric_prefix: str = ""):
     """Train a GRPO LoRA from `start_model` into `out`. Shared by grpo, grpo-dims and smoke. Returns (trainer, cb)."""
     from datasets import Dataset
 
@@ -79,7 +79,7 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
         batch=g.per_device_train_batch_size, num_generations=knobs["num_generations"],
         completion_len=knobs["max_completion_length"],
     )
-    callback = StoreCallback(ctx, total_steps=max_steps)
+    callback = StoreCallback(ctx, prefix=metric_prefix, total_steps=max_steps)
 
     def build(k: dict[str, Any]):
         from trl import GRPOTrainer

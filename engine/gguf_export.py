@@ -1,0 +1,217 @@
+"""GGUF from a merged HF Qwen3 model with the `gguf` package: its own tensor-name table, tokenizer and chat template.
+
+Tensors are streamed: the header is written from safetensors metadata, then one tensor at a time is read,
+converted and written, so peak memory stays near one tensor beside the process itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import UserError
+
+TYPES = ("F32", "F16", "BF16", "Q8_0")
+
+
+def _arch_tables(arch_name: str, n_layers: int):
+    import gguf
+
+    arch = next(a for a, name in gguf.MODEL_ARCH_NAMES.items() if name == arch_name)
+    return arch, gguf.get_tensor_name_map(arch, n_layers)
+
+
+def _target_type(name: str, shape: tuple[int, ...], wanted: str):
+    """1-D tensors (norms) stay F32 as llama.cpp expects; Q8_0 needs rows divisible by its block of 32."""
+    import gguf
+
+    if len(shape) < 2 or wanted == "F32":
+        return gguf.GGMLQuantizationType.F32
+    if wanted == "Q8_0" and shape[-1] % 32:
+        return gguf.GGMLQuantizationType.F16
+    return getattr(gguf.GGMLQuantizationType, wanted)
+
+
+def _convert(data: np.ndarray, qtype) -> np.ndarray:
+    import gguf
+
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return data.astype(np.float32)
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return data.astype(np.float16)
+    return gguf.quants.quantize(data.astype(np.float32), qtype)
+
+
+def _safetensor_files(model_dir: Path) -> list[Path]:
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"{model_dir}: no .safetensors files to export")
+    return files
+
+
+def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
+    """Write `out` from the HF model in `model_dir`. Returns what was written (tensor count, bytes, types)."""
+    import gguf
+    from safetensors import safe_open
+
+    if qtype_name not in TYPES:
+        raise UserError(f"export.gguf_type: {qtype_name!r} is not one of {', '.join(TYPES)}")
+    cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    if cfg.get("model_type") != "qwen3":
+        raise UserError(f"{model_dir}: GGUF export supports Qwen3 models, this is {cfg.get('model_type')!r}")
+    n_layers = cfg["num_hidden_layers"]
+    arch, name_map = _arch_tables("qwen3", n_layers)
+    writer = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[arch])
+    writer.add_name(model_dir.name)
+    writer.add_context_length(cfg.get("max_position_embeddings", 4096))
+    writer.add_embedding_length(cfg["hidden_size"])
+    writer.add_block_count(n_layers)
+    writer.add_feed_forward_length(cfg["intermediate_size"])
+    writer.add_head_count(cfg["num_attention_heads"])
+    writer.add_head_count_kv(cfg.get("num_key_value_heads", cfg["num_attention_heads"]))
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    writer.add_key_length(head_dim)
+    writer.add_value_length(head_dim)
+    writer.add_rope_freq_base(float(cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 1e6))))
+    writer.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
+    file_type = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
+                 "BF16": gguf.LlamaFileType.MOSTLY_BF16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[qtype_name]
+    writer.add_file_type(file_type)
+    _add_tokenizer(writer, model_dir, cfg)
+
+    # Pass 1: names, shapes and types from the safetensors headers only.
+    plan: list[tuple[Path, str, str, Any]] = []
+    for path in _safetensor_files(model_dir):
+        with safe_open(str(path), framework="np") as f:
+            for hf_name in f.keys():
+                if hf_name == "lm_head.weight" and cfg.get("tie_word_embeddings"):
+                    continue
+                gg_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+                if gg_name is None:
+                    raise UserError(f"{path.name}: no GGUF name for tensor {hf_name!r}")
+                shape = tuple(f.get_slice(hf_name).get_shape())
+                qtype = _target_type(gg_name, shape, qtype_name)
+                if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+                    dtype = np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16
+                    writer.add_tensor_info(gg_name, shape, np.dtype(dtype), int(np.prod(shape)) * np.dtype(dtype).itemsize)
+                else:
+                    byte_shape = gguf.quant_shape_to_byte_shape(shape, qtype)
+                    writer.add_tensor_info(gg_name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=qtype)
+                plan.append((path, hf_name, gg_name, qtype))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    # Pass 2: one tensor at a time.
+    types: dict[str, int] = {}
+    for i, (path, hf_name, gg_name, qtype) in enumerate(plan):
+        with safe_open(str(path), framework="pt") as f:
+            data = f.get_tensor(hf_name).float().numpy()
+        writer.write_tensor_data(_convert(data, qtype))
+        types[qtype.name] = types.get(qtype.name, 0) + 1
+        del data
+        if progress:
+            progress(i + 1, len(plan), gg_name)
+    writer.close()
+    return {"tensors": len(plan), "bytes": out.stat().st_size, "types": types}
+
+
+def _add_tokenizer(writer, model_dir: Path, cfg: dict) -> None:
+    """BPE vocabulary, merges, special ids and the chat template, read with gguf's own SpecialVocab."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    vocab = tok.get_vocab()
+    size = max(cfg["vocab_size"], len(vocab))
+    by_id = {i: t for t, i in vocab.items()}
+    added = {t.content: t for t in tok.added_tokens_decoder.values()}
+    tokens, types = [], []
+    for i in range(size):
+        text = by_id.get(i, f"[PAD{i}]")
+        tokens.append(text)
+        if i not in by_id:
+            types.append(gguf.TokenType.UNUSED)
+        elif text in added:
+            types.append(gguf.TokenType.CONTROL if added[text].special else gguf.TokenType.USER_DEFINED)
+        else:
+            types.append(gguf.TokenType.NORMAL)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("qwen2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=size)
+    special.add_to_gguf(writer)
+    if tok.chat_template and not special.chat_template:
+        writer.add_chat_template(tok.chat_template)
+
+
+def verify_gguf(path: Path, model_dir: Path, atol: dict[str, float] | None = None) -> dict[str, Any]:
+    """Read the file back with gguf's reader: every tensor's name, shape and type, values close to the source."""
+    import gguf
+    from safetensors import safe_open
+
+    atol = atol or {"F32": 1e-6, "F16": 2e-3, "BF16": 2e-2, "Q8_0": 2e-2}
+    cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    _, name_map = _arch_tables("qwen3", cfg["num_hidden_layers"])
+    reader = gguf.GGUFReader(str(path))
+    by_name = {t.name: t for t in reader.tensors}
+    checked, worst = 0, 0.0
+    problems: list[str] = []
+    for st in _safetensor_files(model_dir):
+        with safe_open(str(st), framework="pt") as f:
+            for hf_name in f.keys():
+                if hf_name == "lm_head.weight" and cfg.get("tie_word_embeddings"):
+                    continue
+                gg_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+                t = by_name.get(gg_name)
+                if t is None:
+                    problems.append(f"{gg_name}: missing")
+                    continue
+                src = f.get_tensor(hf_name).float().numpy()
+                got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(src.shape)
+                if tuple(int(x) for x in reversed(t.shape)) != src.shape:
+                    problems.append(f"{gg_name}: shape {tuple(t.shape)} vs {src.shape}")
+                scale = float(np.abs(src).max()) or 1.0
+                err = float(np.abs(got - src).max()) / scale
+                worst = max(worst, err)
+                if err > atol.get(t.tensor_type.name, 2e-2):
+                    problems.append(f"{gg_name}: max relative error {err:.2e} for {t.tensor_type.name}")
+                checked += 1
+    arch = reader.fields["general.architecture"]
+    arch_name = bytes(arch.parts[arch.data[0]]).decode()
+    has_template = "tokenizer.chat_template" in reader.fields
+    if problems:
+        raise UserError(f"{path}: GGUF verification failed: {'; '.join(problems[:5])}")
+    return {"tensors_checked": checked, "max_rel_error": worst, "architecture": arch_name, "chat_template": has_template,
+            "tokens": len(reader.fields["tokenizer.ggml.tokens"].data)}
+
+
+def llama_quantize(src: Path, dest: Path, qtype: str) -> str | None:
+    """llama.cpp's quantizer through llama-cpp-python (optional extra). None when it is not installed."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return None
+    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}", None)
+    if ftype is None:
+        raise UserError(f"export.quantize: llama.cpp has no type {qtype!r}")
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), params)
+    if rc != 0:
+        raise UserError(f"llama.cpp quantize to {qtype} failed (code {rc})")
+    return str(dest)
+
+
+def copy_to_lmstudio(path: Path, folder: str, model_name: str) -> Path:
+    dest_dir = Path(os.path.expanduser(folder)) / "aba-tui" / model_name
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / path.name
+    shutil.copy2(path, dest)
+    return dest

@@ -1,0 +1,92 @@
+"""Step 4: the 12-test battery on every model, a pairwise tournament on held-out prompts, the success checklist."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+
+from engine.context import StageContext, StageFailed
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def _path(p: str) -> Path:
+    return Path(p) if Path(p).is_absolute() else ROOT / p
+
+
+def run(ctx: StageContext) -> None:
+    from engine import evaluation as ev
+    from engine.dims import compute_reward
+    from engine.judge import split_think
+    from engine.rewards import make_scorer
+
+    e = ctx.cfg.eval
+    tests = ev.load_battery(_path(e.battery))
+    heldout = ev.load_heldout(_path(e.heldout))
+    names = list(e.models)
+    if "ties" not in names and (ctx.run_dir / "ties" / "adapter").exists():
+        names.append("ties")  # Strategy B joins the tournament against the joint model
+    refs = ev.resolve_models(ctx, names)
+    if len(refs) < 1:
+        raise StageFailed("no model to evaluate (eval.models names none that exists)")
+    scorer, judge_name = make_scorer(ctx)
+    weights = ctx.cfg.grpo.reward_weights
+    total = len(refs) * (len(tests) + len(heldout))
+    done = 0
+    battery: dict[str, dict] = {}
+    outputs: dict[str, list[str]] = {}
+    scores: dict[str, list[float]] = {}
+    ctx.log(f"eval: {len(tests)} tests and {len(heldout)} held-out prompts on {', '.join(r.name for r in refs)}; judge {judge_name}")
+    for ref in refs:
+        model, tok = ev.load(ctx, ref)
+        passed = 0
+        for t in tests:
+            ctx.check_cancel()
+            turns = [{"role": "user", "content": t.prompt}]
+            out = ev.generate(model, tok, turns, e.max_new_tokens)
+            js = scorer(turns, *split_think(out)) if t.kind == "judge" else None
+            ok, detail = ev.check(t, out, js)
+            passed += ok
+            row = {"model": ref.name, "test": t.id, "title": t.title, "passed": ok, "detail": detail, "output": out}
+            battery[f"{ref.name}/{t.id}"] = row
+            ctx.result("battery", f"{ref.name}/{t.id}", row)
+            done += 1
+            ctx.progress(done, total, f"{ref.name}: battery {t.id}")
+        outputs[ref.name], scores[ref.name] = [], []
+        for k, turns in enumerate(heldout):
+            ctx.check_cancel()
+            out = ev.generate(model, tok, turns, e.max_new_tokens)
+            s = scorer(turns, *split_think(out))
+            w = None if any(v is None for v in s.values()) else compute_reward(s, weights) / sum(weights.values())
+            outputs[ref.name].append(out)
+            scores[ref.name].append(w if w is not None else 0.0)
+            ctx.result("heldout", f"{ref.name}/{k}", {"model": ref.name, "prompt": turns[-1]["content"], "output": out, "scores": s, "weighted": w})
+            done += 1
+            ctx.progress(done, total, f"{ref.name}: held-out {k + 1}/{len(heldout)}")
+        ctx.metric(0, **{f"eval/{ref.name}/battery_passed": passed, f"eval/{ref.name}/heldout_weighted": sum(scores[ref.name]) / max(len(heldout), 1)})
+        ctx.log(f"{ref.name}: {passed}/{len(tests)} battery tests passed; mean held-out weighted score {sum(scores[ref.name]) / max(len(heldout), 1):.3f}")
+        del model
+        gc.collect()
+    # Tournament: every pair, both orders.
+    if ctx.cfg.judge.llm.backend == "offline":
+        decide = ev.heuristic_pairwise(scorer, weights)
+    else:
+        from engine.llm import make_limited
+        from engine.llm.judging import pairwise_llm
+
+        limited = make_limited(ctx.cfg.judge.llm, ctx, ctx.cfg.run.seed + 2)
+        decide = lambda turns, a, b: pairwise_llm(limited, turns, split_think(a)[1], split_think(b)[1])  # noqa: E731
+    matches = ev.tournament(outputs, heldout, decide)
+    model_names = list(outputs)
+    table, matrix = ev.ratings_table(matches, model_names, e.bootstrap)
+    for name, row in table.items():
+        ctx.result("ratings", name, row)
+    ctx.result("winrate", "matrix", {"models": model_names, "matrix": matrix})
+    final = refs[-1].name if refs[-1].name != "ties" or len(refs) == 1 else refs[-2].name
+    baseline = e.baseline if e.baseline in outputs else model_names[0]
+    items = ev.checklist(battery, outputs, scores, final, baseline, e.bootstrap)
+    for item, row in items.items():
+        ctx.result("checklist", item, row)
+    ratings = ", ".join(f"{n} {r['rating']:.0f} [{r['lo']:.0f}, {r['hi']:.0f}]" for n, r in table.items())
+    ctx.log(f"ratings: {ratings}")
+    ctx.log(f"checklist ({final} vs {baseline}): " + "; ".join(f"{k}: {'pass' if v['passed'] else 'FAIL'}" for k, v in items.items()))
