@@ -194,6 +194,7 @@ class TiesConfig:
 
 @dataclass
 class CommitmentConfig:
+    model: str = _f("base", "Model to probe: base, sft, grpo, or a local HF path.")
     lambdas: list[float] = _f(lambda: [1.0, 0.1, 0.01], "Commitment strengths swept (seed 003 phase 1b).")
     layer_ranges: list[str] = _f(lambda: ["all", "last:8"], "Layer ranges: 'all', 'last:N', or 'START:END' (end exclusive).")
     k: int = _f(64, "Size of the commitment vector z*.", min=1)
@@ -203,6 +204,7 @@ class CommitmentConfig:
 
 @dataclass
 class EntangledConfig:
+    model: str = _f("base", "Model the head and LoRA train on: base, sft, grpo, or a local HF path.")
     k: int = _f(64, "Latent size of z.", min=1)
     beta: float = _f(0.01, "Weight of KL(q || N(0, 1/k)) in the loss.", min=0.0)
     learning_rate: float = _f(2e-4, "Learning rate for head, W_c and LoRA.", gt=0)
@@ -211,6 +213,8 @@ class EntangledConfig:
     layer_range: str = _f("all", "Layers that receive the injection.")
     probe_every: int = _f(50, "Run the consistency probe every N steps.", min=1)
     max_seq_length: int = _f(1024, "Longest training sequence.", min=16)
+    batch_size: int = _f(2, "Sequences per step.", min=1)
+    probe_max_new_tokens: int = _f(64, "Tokens generated per probe turn during training.", min=1)
 
 
 @dataclass
