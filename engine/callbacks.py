@@ -37,7 +37,9 @@ class StoreCallback(TrainerCallback):
         self.step_times.append(dt)
         self.ctx.metrics(state.global_step, {f"{self.prefix}step_time_s": dt})
         self.ctx.progress(state.global_step, self.total_steps or state.max_steps, f"{self.prefix}step {state.global_step}")
-        if self.ctx.should_stop():
+        from engine.distributed import all_ranks_stop
+
+        if all_ranks_stop(self.ctx.should_stop()):
             # Stop at this boundary and let the Trainer write a checkpoint that resume continues from.
             control.should_save = True
             control.should_training_stop = True

@@ -28,6 +28,7 @@ class StageContext:
     store: RunStore
     cancel_event: threading.Event = field(default_factory=threading.Event)
     step: int = 0  # the stage's latest step, for VRAM samples taken between steps
+    primary: bool = True  # False on ranks > 0 of a data-parallel stage: they train but report nothing
 
     @property
     def folder(self) -> Path:
@@ -50,26 +51,36 @@ class StageContext:
 
     def metrics(self, step: int, values: dict[str, float | None]) -> None:
         self.step = max(self.step, int(step))
-        if values:
+        if values and self.primary:
             self.store.add_metrics(self.name, int(step), values)
 
     def progress(self, done: float, total: float | None = None, label: str | None = None) -> None:
-        self.store.set_progress(self.name, done, total, label)
+        if self.primary:
+            self.store.set_progress(self.name, done, total, label)
 
     def log(self, message: str, level: str = "info") -> None:
+        if not self.primary:
+            return
         print(f"[{self.name}] {level}: {message}", flush=True)
         self.store.log(self.name, message, level)
 
     def event(self, kind: str, message: str, **data: Any) -> None:
         """A visible happening (backend chosen, fallback taken, estimate made): logged and listed in `aba status`."""
         self.log(message, "warn" if kind == "fallback" else "info")
-        self.store.event(self.name, kind, message, data)
+        if self.primary:
+            self.store.event(self.name, kind, message, data)
 
     def artifact(self, kind: str, path: str | Path, **meta: Any) -> None:
-        self.store.add_artifact(self.name, kind, path, meta)
+        if self.primary:
+            self.store.add_artifact(self.name, kind, path, meta)
 
     def result(self, kind: str, key: str, data: dict) -> None:
-        self.store.put_result(self.name, kind, key, data)
+        if self.primary:
+            self.store.put_result(self.name, kind, key, data)
+
+    def sample(self, step: int, prompt: str, completion: str, scores: dict, reward: float | None) -> None:
+        if self.primary:
+            self.store.add_sample(self.name, step, prompt, completion, scores, reward)
 
     # -- cancel and faults ------------------------------------------------------------------
 

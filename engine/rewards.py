@@ -93,4 +93,4 @@ class JudgeCache:
             missing = any(r[d] is None for d in self.dims)
             reward = None if missing else sum(r[d] * self.weights.get(d, 0.0) for d in self.dims)
             last_user = p[-1]["content"] if isinstance(p, list) and p else str(p)
-            self.ctx.store.add_sample(self.ctx.name, step, last_user, _text(c), {d: r[d] for d in self.dims}, reward)
+            self.ctx.sample(step, last_user, _text(c), {d: r[d] for d in self.dims}, reward)

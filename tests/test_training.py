@@ -196,3 +196,20 @@ def test_cancel_mid_grpo_then_resume_same_global_step(tmp_path, runs_dir):
     # Resume continues at the global step after the checkpoint.
     second = steps[steps.index(stopped_at) + 1 :] if stopped_at in steps else steps
     assert second[0] == ckpt_step + 1 and steps[-1] == 30
+
+
+def test_two_cpu_processes_through_accelerate(tmp_path, runs_dir):
+    """train.num_processes = 2: the worker relaunches the stage through `accelerate launch`; ranks talk over gloo."""
+    cfg = demo_variant(tmp_path, train__num_processes=2, sft__max_steps=2, grpo__max_steps=2)
+    proc = aba("run", str(cfg), "--stages", "sft,grpo", env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_id = run_id_of(proc)
+    run_dir = sup.resolve_run(run_id, runs_dir)
+    log = (run_dir / "grpo" / "worker.log").read_text()
+    assert "[grpo] rank 1 of 2 started" in log  # a second rank really ran
+    with RunStore(run_dir / "run.db") as store:
+        events = [e.message for e in store.events("grpo")]
+        steps = [r.step for r in store.metrics_since(0, "grpo") if r.key == "loss"]
+    assert any("launching 2 processes through accelerate launch (gloo on CPU)" in m for m in events)
+    assert steps == [1, 2]  # rank 0 alone reports: each step once
+    assert (run_dir / "grpo" / "adapter" / "adapter_config.json").exists()

@@ -116,11 +116,15 @@ def start_model(ctx: StageContext, backend) -> str:
 
 
 def run(ctx: StageContext) -> None:
-    from engine import models
+    from engine import distributed, models
 
     backend = models.pick_backend(ctx.cfg)
+    start = start_model(ctx, backend)  # the SFT merge happens once, before any rank starts
+    if distributed.should_launch(ctx):
+        distributed.launch_ranks(ctx)
+        return
     ctx.event("backend", f"backend: {backend.reason}", backend=backend.name, device=backend.device)
-    trainer, _ = train_grpo(ctx, backend, start_model(ctx, backend), ctx.folder, max_steps=ctx.cfg.grpo.max_steps)
+    trainer, _ = train_grpo(ctx, backend, start, ctx.folder, max_steps=ctx.cfg.grpo.max_steps)
     if ctx.should_stop():
         return
     adapter = ctx.folder / "adapter"

@@ -81,11 +81,14 @@ def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int |
 
 
 def run(ctx: StageContext) -> None:
-    from engine import models
+    from engine import distributed, models
 
     backend = models.pick_backend(ctx.cfg)
+    base = models.base_path(ctx.cfg, ctx.run_dir)  # built once, before any rank starts
+    if distributed.should_launch(ctx):
+        distributed.launch_ranks(ctx)
+        return
     ctx.event("backend", f"backend: {backend.reason}", backend=backend.name, device=backend.device)
-    base = models.base_path(ctx.cfg, ctx.run_dir)
     trainer, _ = train_sft(ctx, backend, base, ctx.folder)
     if ctx.should_stop():
         return  # the callback saved a checkpoint at this step; resume continues from it
