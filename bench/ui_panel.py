@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
+
 import subprocess
 import sys
 import tempfile
@@ -22,7 +22,7 @@ from _util import ROOT, pct
 
 import numpy as np
 
-from engine.config import STAGES
+
 from engine.dims import DIMENSIONS, equal_weights
 from engine.store import RunStore
 from tests.uifixtures import make_fixture_run

@@ -7,7 +7,6 @@ is that same point, for any HF causal LM whose decoder layers are `model.model.l
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from engine.errors import UserError
+from engine.jsonl import read_jsonl
 from engine.judge import split_think
 
 
@@ -126,15 +126,12 @@ class Probe:
 
 def load_probes(path: Path) -> list[Probe]:
     probes = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for n, row in read_jsonl(path, "probes"):
         try:
-            row = json.loads(line)
             probes.append(Probe(row["id"], row["first"], row["filler"], row["followup"], list(row.get("candidates", []))))
-        except (json.JSONDecodeError, KeyError) as err:
-            raise UserError(f"{path}:{n}: bad probe ({err})") from None
-    if len(probes) < 1:
+        except (KeyError, TypeError) as err:
+            raise UserError(f"{path}:{n}: probe needs id, first, filler and followup ({err})") from None
+    if not probes:
         raise UserError(f"{path}: no probes")
     return probes
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.battery import check, is_refusal, load_battery, well_formed_think
+from engine.battery import check, is_refusal, load_battery, well_formed_think  # check, load_battery: used by the eval stage as ev.*
 from engine.context import StageContext
 from engine.dims import compute_reward
 from engine.judge import split_think
@@ -27,7 +27,7 @@ def resolve_models(ctx: StageContext, names: list[str]) -> list[ModelRef]:
     """base, sft, grpo, ties (this run's adapters, on the base each was trained from) or any local HF path."""
     from engine import models
 
-    base = models.base_path(ctx.cfg, ctx.run_dir)
+    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)
     out = []
     for name in names:
         if name == "base":

@@ -27,6 +27,23 @@ def _arch_tables(arch_name: str, n_layers: int):
     return arch, gguf.get_tensor_name_map(arch, n_layers)
 
 
+def _hf_tensors(model_dir: Path, cfg: dict, name_map) -> list[tuple[Path, str, str]]:
+    """(file, HF name, GGUF name) of every tensor to write; a tied lm_head is the embedding and is skipped."""
+    from safetensors import safe_open
+
+    out = []
+    for path in _safetensor_files(model_dir):
+        with safe_open(str(path), framework="np") as f:
+            for hf_name in f.keys():
+                if hf_name == "lm_head.weight" and cfg.get("tie_word_embeddings"):
+                    continue
+                gg_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+                if gg_name is None:
+                    raise UserError(f"{path.name}: no GGUF name for tensor {hf_name!r}")
+                out.append((path, hf_name, gg_name))
+    return out
+
+
 def _target_type(name: str, shape: tuple[int, ...], wanted: str):
     """1-D tensors (norms) stay F32 as llama.cpp expects; Q8_0 needs rows divisible by its block of 32."""
     import gguf
@@ -87,23 +104,17 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
 
     # Pass 1: names, shapes and types from the safetensors headers only.
     plan: list[tuple[Path, str, str, Any]] = []
-    for path in _safetensor_files(model_dir):
+    for path, hf_name, gg_name in _hf_tensors(model_dir, cfg, name_map):
         with safe_open(str(path), framework="np") as f:
-            for hf_name in f.keys():
-                if hf_name == "lm_head.weight" and cfg.get("tie_word_embeddings"):
-                    continue
-                gg_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-                if gg_name is None:
-                    raise UserError(f"{path.name}: no GGUF name for tensor {hf_name!r}")
-                shape = tuple(f.get_slice(hf_name).get_shape())
-                qtype = _target_type(gg_name, shape, qtype_name)
-                if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-                    dtype = np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16
-                    writer.add_tensor_info(gg_name, shape, np.dtype(dtype), int(np.prod(shape)) * np.dtype(dtype).itemsize)
-                else:
-                    byte_shape = gguf.quant_shape_to_byte_shape(shape, qtype)
-                    writer.add_tensor_info(gg_name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=qtype)
-                plan.append((path, hf_name, gg_name, qtype))
+            shape = tuple(f.get_slice(hf_name).get_shape())
+        qtype = _target_type(gg_name, shape, qtype_name)
+        if qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            dtype = np.dtype(np.float32 if qtype == gguf.GGMLQuantizationType.F32 else np.float16)
+            writer.add_tensor_info(gg_name, shape, dtype, int(np.prod(shape)) * dtype.itemsize)
+        else:
+            byte_shape = gguf.quant_shape_to_byte_shape(shape, qtype)
+            writer.add_tensor_info(gg_name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=qtype)
+        plan.append((path, hf_name, gg_name, qtype))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -163,26 +174,22 @@ def verify_gguf(path: Path, model_dir: Path, atol: dict[str, float] | None = Non
     by_name = {t.name: t for t in reader.tensors}
     checked, worst = 0, 0.0
     problems: list[str] = []
-    for st in _safetensor_files(model_dir):
-        with safe_open(str(st), framework="pt") as f:
-            for hf_name in f.keys():
-                if hf_name == "lm_head.weight" and cfg.get("tie_word_embeddings"):
-                    continue
-                gg_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-                t = by_name.get(gg_name)
-                if t is None:
-                    problems.append(f"{gg_name}: missing")
-                    continue
-                src = f.get_tensor(hf_name).float().numpy()
-                got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(src.shape)
-                if tuple(int(x) for x in reversed(t.shape)) != src.shape:
-                    problems.append(f"{gg_name}: shape {tuple(t.shape)} vs {src.shape}")
-                scale = float(np.abs(src).max()) or 1.0
-                err = float(np.abs(got - src).max()) / scale
-                worst = max(worst, err)
-                if err > atol.get(t.tensor_type.name, 2e-2):
-                    problems.append(f"{gg_name}: max relative error {err:.2e} for {t.tensor_type.name}")
-                checked += 1
+    for path, hf_name, gg_name in _hf_tensors(model_dir, cfg, name_map):
+        t = by_name.get(gg_name)
+        if t is None:
+            problems.append(f"{gg_name}: missing")
+            continue
+        with safe_open(str(path), framework="pt") as f:
+            src = f.get_tensor(hf_name).float().numpy()
+        got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(src.shape)
+        if tuple(int(x) for x in reversed(t.shape)) != src.shape:
+            problems.append(f"{gg_name}: shape {tuple(t.shape)} vs {src.shape}")
+        scale = float(np.abs(src).max()) or 1.0
+        err = float(np.abs(got - src).max()) / scale
+        worst = max(worst, err)
+        if err > atol.get(t.tensor_type.name, 2e-2):
+            problems.append(f"{gg_name}: max relative error {err:.2e} for {t.tensor_type.name}")
+        checked += 1
     arch = reader.fields["general.architecture"]
     arch_name = bytes(arch.parts[arch.data[0]]).decode()
     has_template = "tokenizer.chat_template" in reader.fields

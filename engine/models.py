@@ -94,7 +94,7 @@ def load_tokenizer(base: str):
     return tok
 
 
-def materialize_demo_base(name: str, seed: int, dest: Path) -> Path:
+def materialize_demo_base(name: str, seed: int, dest: Path, log=None) -> Path:
     """Build the tiny model from its config (seeded) once per run and save it like any local HF model."""
     if name != "demo:tiny-qwen3":
         raise UserError(f"model.base: unknown demo model {name!r} (available: demo:tiny-qwen3)")
@@ -104,6 +104,9 @@ def materialize_demo_base(name: str, seed: int, dest: Path) -> Path:
     root = Path(os.environ.get("ABA_CACHE_DIR") or dest.parent.parent / ".cache")
     cache = root / f"{name.split(':', 1)[1]}-seed{seed}-{_demo_fingerprint()}"
     if not (cache / "config.json").exists():
+        if log:
+            log(f"building the tiny demo model {name} (seed {seed}): a few seconds of pre-training on the shipped "
+                "text, once per runs folder")
         _build_demo_base(name, seed, cache)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -184,10 +187,10 @@ def _warm_up(model, tok, seed: int, steps: int = 200) -> None:
     model.eval()
 
 
-def base_path(cfg: Config, run_dir: Path) -> str:
+def base_path(cfg: Config, run_dir: Path, log=None) -> str:
     """The base model as something from_pretrained opens: a hub id, a folder, or the run's built demo model."""
     if cfg.model.base.startswith(DEMO_PREFIX):
-        return str(materialize_demo_base(cfg.model.base, cfg.run.seed, run_dir / "base-model"))
+        return str(materialize_demo_base(cfg.model.base, cfg.run.seed, run_dir / "base-model", log))
     return cfg.model.base
 
 

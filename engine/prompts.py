@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -36,17 +37,7 @@ def check_turns(turns: object, where: str) -> list[dict]:
 
 def load_category(path: Path, category: str) -> list[Prompt]:
     out = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read prompts ({err})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{n}:{err.colno}: invalid JSON ({err.msg})") from None
+    for n, row in read_jsonl(path, "prompts"):
         turns = check_turns(row.get("turns") if isinstance(row, dict) else None, f"{path}:{n}")
         out.append(Prompt(prompt_key(category, turns), category, turns, f"file:{path.name}"))
     return out

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from engine.dims import DIMENSIONS, compute_reward
 from engine.errors import UserError
+from engine.jsonl import read_jsonl
 from engine.judge import heuristic_scores
 from engine.store import RunStore
 
@@ -22,17 +23,9 @@ def assistant_content(reasoning: str, answer: str) -> str:
 def load_trace_file(path: Path) -> list[dict]:
     """Traces from a JSONL file, each line checked; a bad line is reported with its number and reason."""
     rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: cannot read trace file ({err})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{n}:{err.colno}: invalid JSON ({err.msg})") from None
+    for n, row in read_jsonl(path, "trace file"):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{n}: a trace must be a JSON object")
         for key in ("turns", "tier", "reasoning", "answer"):
             if key not in row:
                 raise UserError(f"{path}:{n}: trace has no '{key}'")

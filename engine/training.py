@@ -15,6 +15,28 @@ MAX_FALLBACKS = 3
 GB = 1024**3
 
 
+def common_args(ctx: StageContext, output_dir: Path, logging_steps: int) -> dict[str, Any]:
+    """TrainingArguments every stage shares: checkpoints, device and precision, seed, quiet logging."""
+    import torch
+
+    cpu = ctx.cfg.train.device == "cpu" or not torch.cuda.is_available()
+    return {
+        "output_dir": str(output_dir),
+        "gradient_checkpointing": ctx.cfg.model.gradient_checkpointing,
+        "logging_steps": logging_steps,
+        "save_strategy": "steps",
+        "save_steps": ctx.cfg.run.checkpoint_steps,
+        "save_total_limit": 2,
+        "report_to": "none",
+        "seed": ctx.cfg.run.seed,
+        "use_cpu": cpu,
+        "bf16": not cpu and ctx.cfg.model.dtype == "bfloat16",
+        "fp16": not cpu and ctx.cfg.model.dtype == "float16",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
 def latest_checkpoint(folder: Path) -> str | None:
     """The newest complete `checkpoint-N` folder (one with trainer_state.json), or None."""
     if not folder.exists():

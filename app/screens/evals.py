@@ -72,7 +72,7 @@ class EvalScreen(Screen):
             checklist = store.results("eval", "checklist")
             exports = store.artifacts("export")
         models = sorted({r["model"] for r in self.battery.values()})
-        tests = sorted({r["test"] for r in self.battery.values()})
+        tests = list(dict.fromkeys(r["test"] for r in self.battery.values()))  # the battery's own order
         if not self.battery:
             self.query_one("#eval-output-text", Static).update(Text("no battery results yet: run the eval stage (e)", style="dim"))
         grid.add_columns("test", *models)

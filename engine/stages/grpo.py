@@ -12,38 +12,21 @@ from engine.dims import DIMENSIONS
 def grpo_args(ctx: StageContext, knobs: dict[str, Any], out: Path, weights: list[float], max_steps: int):
     from trl import GRPOConfig
 
+    from engine.training import common_args
+
     g = ctx.cfg.grpo
-    cpu = ctx.cfg.train.device == "cpu" or not _cuda()
     return GRPOConfig(
-        output_dir=str(out),
+        **common_args(ctx, out, g.logging_steps),
         learning_rate=g.learning_rate,
         max_steps=max_steps,
         num_generations=knobs["num_generations"],
         max_completion_length=knobs["max_completion_length"],
         per_device_train_batch_size=g.per_device_train_batch_size,
         gradient_accumulation_steps=g.gradient_accumulation_steps,
-        gradient_checkpointing=ctx.cfg.model.gradient_checkpointing,
         beta=g.beta,
         temperature=g.temperature,
         reward_weights=weights,
-        logging_steps=g.logging_steps,
-        save_strategy="steps",
-        save_steps=ctx.cfg.run.checkpoint_steps,
-        save_total_limit=2,
-        report_to="none",
-        seed=ctx.cfg.run.seed,
-        use_cpu=cpu,
-        bf16=not cpu and ctx.cfg.model.dtype == "bfloat16",
-        fp16=not cpu and ctx.cfg.model.dtype == "float16",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
     )
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_steps: int,
@@ -101,7 +84,7 @@ def start_model(ctx: StageContext, backend) -> str:
     """The SFT adapter merged into the base (the seed's sequential SFT then GRPO), or the base when there is none."""
     from engine import models
 
-    base = models.base_path(ctx.cfg, ctx.run_dir)
+    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)
     adapter = ctx.run_dir / "sft" / "adapter"
     if not ctx.cfg.grpo.merge_sft:
         ctx.log("grpo.merge_sft is off: starting from the base model")

@@ -11,36 +11,19 @@ from engine.context import StageContext, StageFailed
 def sft_args(ctx: StageContext, knobs: dict[str, Any], out: Path, max_steps: int | None = None):
     from trl import SFTConfig
 
+    from engine.training import common_args
+
     s = ctx.cfg.sft
-    cpu = ctx.cfg.train.device == "cpu" or not _cuda()
     return SFTConfig(
-        output_dir=str(out),
+        **common_args(ctx, out, s.logging_steps),
         learning_rate=s.learning_rate,
         num_train_epochs=s.num_train_epochs,
         max_steps=max_steps if max_steps is not None else s.max_steps,
         max_length=knobs["max_seq_length"],
         per_device_train_batch_size=knobs["per_device_train_batch_size"],
         gradient_accumulation_steps=knobs["gradient_accumulation_steps"],
-        gradient_checkpointing=ctx.cfg.model.gradient_checkpointing,
         completion_only_loss=True,  # loss on the assistant turn only
-        logging_steps=s.logging_steps,
-        save_strategy="steps",
-        save_steps=ctx.cfg.run.checkpoint_steps,
-        save_total_limit=2,
-        report_to="none",
-        seed=ctx.cfg.run.seed,
-        use_cpu=cpu,
-        bf16=not cpu and ctx.cfg.model.dtype == "bfloat16",
-        fp16=not cpu and ctx.cfg.model.dtype == "float16",
-        dataloader_num_workers=0,
-        disable_tqdm=True,
     )
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int | None = None, rows: list[dict] | None = None):
@@ -84,7 +67,7 @@ def run(ctx: StageContext) -> None:
     from engine import distributed, models
 
     backend = models.pick_backend(ctx.cfg)
-    base = models.base_path(ctx.cfg, ctx.run_dir)  # built once, before any rank starts
+    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)  # built once, before any rank starts
     if distributed.should_launch(ctx):
         distributed.launch_ranks(ctx)
         return
