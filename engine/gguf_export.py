@@ -216,6 +216,36 @@ def llama_quantize(src: Path, dest: Path, qtype: str) -> str | None:
     return str(dest)
 
 
+def compare_with_llama_cpp(path: Path, model_dir: Path, prompt: str, n_tokens: int = 16) -> dict[str, Any] | None:
+    """Greedy tokens from llama.cpp on the GGUF against transformers on the merged model (None without
+    llama-cpp-python). Q8_0 may flip a near-tie, so the share of matching leading tokens is reported."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+    with torch.no_grad():
+        ref = model.generate(torch.tensor([ids]), max_new_tokens=n_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+    want = ref[0][len(ids):].tolist()
+    llm = Llama(model_path=str(path), n_ctx=512, verbose=False, logits_all=False)
+    got: list[int] = []
+    for token in llm.generate(ids, temp=0.0, top_k=1):
+        if len(got) >= len(want) or token == llm.token_eos():
+            break
+        got.append(token)
+    same = 0
+    for a, b in zip(want, got):
+        if a != b:
+            break
+        same += 1
+    return {"transformers": want, "llama_cpp": got, "matching_prefix": same, "compared": len(want)}
+
+
 def copy_to_lmstudio(path: Path, folder: str, model_name: str) -> Path:
     dest_dir = Path(os.path.expanduser(folder)) / "aba-tui" / model_name
     dest_dir.mkdir(parents=True, exist_ok=True)

@@ -88,6 +88,14 @@ class FakeOpenAI:
             with self.lock:
                 text = self.judge_replies.pop(0) if self.judge_replies else json.dumps({d: 0.7 for d in DIMENSIONS})
             message = {"role": "assistant", "content": text}
+        elif "new prompts of the same category" in body["messages"][-1]["content"]:
+            # Prompt expansion: new prompts, one repeated, one a near-duplicate of a shipped example.
+            with self.lock:
+                self.expansions = getattr(self, "expansions", 0) + 1
+                n = self.expansions
+            items = [f"Generated question number {n}-{i} about budgeting for a trip to city {i}?" for i in range(3)]
+            items += [items[0], "How can I make my ex regret leaving me??"]
+            message = {"role": "assistant", "content": "Here you go:\n" + json.dumps(items)}
         else:
             last = body["messages"][-1]["content"]
             message = {"role": "assistant", "content": f"<think>\nParameters of: {last[:40]}\n</think>\n\nAnswer to: {last[:40]}"}

@@ -206,3 +206,20 @@ def test_store_refuses_duplicate_call_key_directly(tmp_path):
     with pytest.raises(sqlite3.IntegrityError):
         with s._tx() as c:
             c.execute("INSERT INTO traces (call_key) VALUES ('k')")
+
+
+def test_expand_a_category_to_its_target_without_duplicates(tmp_path, runs_dir):
+    with FakeOpenAI() as srv:
+        cfg = _openai_variant(tmp_path, srv.url, datagen__expand=True, datagen__category_targets={"safety": 26},
+                              datagen__max_prompts=0)
+        proc = aba("run", str(cfg), "--stages", "datagen")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_dir = sup.resolve_run(run_id_of(proc), runs_dir)
+    with RunStore(run_dir / "run.db") as store:
+        prompts = store.prompts("safety")
+        traces = store.trace_count()
+    generated = [p for p in prompts if p["source"].startswith("generated")]
+    assert len(prompts) == 26 and len(generated) == 4
+    texts = [p["turns"][-1]["content"] for p in prompts]
+    assert len(set(texts)) == len(texts)  # the repeat and the near-duplicate of a shipped prompt were dropped
+    assert traces == 26 * 4

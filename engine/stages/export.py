@@ -39,6 +39,13 @@ def run(ctx: StageContext) -> None:
     ctx.result("export", "gguf", {"path": str(out), **info, **check})
     ctx.log(f"GGUF {x.gguf_type}: {out.name}, {info['bytes'] / 1e6:.2f} MB, {info['tensors']} tensors, verified "
             f"(max relative error {check['max_rel_error']:.1e}, chat template {'kept' if check['chat_template'] else 'missing'})")
+    same = gguf_export.compare_with_llama_cpp(out, merged, "What is your favourite colour?")
+    if same is None:
+        ctx.log("llama-cpp-python not installed: the GGUF was checked with gguf's reader only (pip install '.[llama]' "
+                "to also compare llama.cpp's greedy tokens with transformers)")
+    else:
+        ctx.result("export", "llama_cpp", same)
+        ctx.log(f"llama.cpp vs transformers greedy tokens: {same['matching_prefix']}/{same['compared']} leading tokens agree")
     if x.quantize:
         q_out = out.with_name(out.name.replace(x.gguf_type, x.quantize))
         src = out
@@ -48,7 +55,7 @@ def run(ctx: StageContext) -> None:
         done = gguf_export.llama_quantize(src, q_out, x.quantize)
         if done is None:
             ctx.event("warning", f"{x.quantize} for LM Studio skipped: llama-cpp-python is not installed "
-                                 "(pip install '.[llama]'); the {x.gguf_type} GGUF above loads in LM Studio as it is")
+                                 f"(pip install '.[llama]'); the {x.gguf_type} GGUF above loads in LM Studio as it is")
         else:
             ctx.artifact("gguf", q_out, quantization=x.quantize)
             ctx.log(f"llama.cpp quantized {x.quantize}: {q_out}")
