@@ -118,7 +118,7 @@ class Poller:
         logs = self.store.logs_since(self.log_cursor, limit=2000)
         if logs:
             self.log_cursor = logs[-1].id
-        events = [e for e in self.store.events() if e.id > self.event_cursor]
+        events = self.store.events(after_id=self.event_cursor)
         if events:
             self.event_cursor = events[-1].id
         samples = {}

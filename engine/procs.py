@@ -63,7 +63,10 @@ def _windows_alive(pid: int) -> bool:
 
 
 def ask_to_stop(pid: int) -> None:
-    """The polite signal: SIGTERM to the process group, CTRL_BREAK on Windows. The stage saves and exits."""
+    """The polite signal: SIGTERM to the process group, CTRL_BREAK on Windows. The stage saves and exits.
+
+    A detached Windows worker has no console for CTRL_BREAK to reach, so the cancel flag in the run database
+    (read with every heartbeat, 2 s apart) is what stops it there; the signal only speeds things up on POSIX."""
     try:
         if IS_WINDOWS:
             os.kill(pid, signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
@@ -101,3 +104,13 @@ def install_stop_handler(callback) -> None:
     sig = getattr(signal, "SIGBREAK", None) if IS_WINDOWS else signal.SIGTERM
     if sig is not None:
         signal.signal(sig, lambda *_: callback())
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB (None where the platform does not say, e.g. Windows)."""
+    if IS_WINDOWS:
+        return None
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20  # macOS reports bytes

@@ -445,8 +445,8 @@ class RunStore:
                 (stage, time.time(), kind, message, json.dumps(data or {})),
             )
 
-    def events(self, stage: str | None = None, kind: str | None = None) -> list[EventRow]:
-        sql, args = "SELECT id, stage, time, kind, message, data FROM events WHERE 1=1", []
+    def events(self, stage: str | None = None, kind: str | None = None, after_id: int = 0) -> list[EventRow]:
+        sql, args = "SELECT id, stage, time, kind, message, data FROM events WHERE id > ?", [after_id]
         if stage:
             sql, args = sql + " AND stage = ?", [*args, stage]
         if kind:

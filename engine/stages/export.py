@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import time
 
 from engine.context import StageContext, StageFailed
@@ -10,6 +9,7 @@ from engine.context import StageContext, StageFailed
 
 def run(ctx: StageContext) -> None:
     from engine import gguf_export, models
+    from engine.procs import peak_rss_mb
 
     x = ctx.cfg.export
     adapter = ctx.run_dir / x.source / "adapter"
@@ -32,7 +32,7 @@ def run(ctx: StageContext) -> None:
     t0 = time.perf_counter()
     info = gguf_export.write_gguf(merged, out, x.gguf_type, lambda i, n, name: ctx.progress(1 + i / n, 3, f"GGUF {i}/{n}: {name}"))
     info["seconds"] = time.perf_counter() - t0
-    info["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    info["peak_rss_mb"] = peak_rss_mb()
     ctx.progress(2, 3, "verifying the GGUF")
     check = gguf_export.verify_gguf(out, merged)
     ctx.artifact("gguf", out, **info, **check)
