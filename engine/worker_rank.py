@@ -25,10 +25,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stage_module(stage).run(ctx)
     except StageCancelled:
-        return 0
+        pass
     finally:
         store.close()
+        _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Wait for every rank (rank 0 may still be saving), then tear the group down cleanly: a rank that exits with
+    gloo threads alive aborts, and the launcher then kills the others."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
