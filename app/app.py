@@ -132,13 +132,15 @@ class AbaApp(App):
 
     @on(RunOpened)
     def _run_opened(self, message: RunOpened) -> None:
-        for name in self.MODES:
-            screen = self._screen_stacks.get(name) if hasattr(self, "_screen_stacks") else None
-            for s in screen or []:
-                if hasattr(s, "open_store"):
-                    s.open_store()
-                if hasattr(s, "update_from"):
-                    s.update_from(self.model)
+        """The visible screen follows at once; the others catch up when they are shown (on_screen_resume)."""
+        try:
+            screen = self.screen
+        except ScreenStackError:
+            return
+        if hasattr(screen, "open_store"):
+            screen.open_store()
+        if hasattr(screen, "update_from"):
+            screen.update_from(self.model)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """Every worker failure lands here, once (Harlequin's habit)."""

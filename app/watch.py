@@ -124,8 +124,8 @@ class Poller:
         samples = {}
         for stage in ("grpo", "grpo-dims", "smoke"):
             latest = self.store.samples(stage, limit=6)
-            if latest and self.sample_ids.get(stage) != len(latest) + hash(latest[0]["completion"]):
-                self.sample_ids[stage] = len(latest) + hash(latest[0]["completion"])
+            if latest and latest[0]["id"] != self.sample_ids.get(stage):
+                self.sample_ids[stage] = latest[0]["id"]
                 samples[stage] = latest
         return Delta(self.run_dir, stages, metrics, self.metric_cursor, logs, self.log_cursor, events, samples,
                      more=len(rows) == CHUNK, oldest_metric_time=oldest)

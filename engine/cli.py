@@ -42,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.model.backend = "standard"
     stages = sup.parse_stages(args.stages) if args.stages else None
     run_dir = sup.create_run(args.config, sup.runs_dir(args.runs_dir), stages, cfg=cfg)
+    args.run_dir = run_dir
     print(f"run {run_dir.name}", flush=True)
     sup.launch(run_dir)
     if args.detach:
@@ -59,8 +60,7 @@ def cmd_smoke(args: argparse.Namespace) -> int:
     args.config = args.config or str(DEMO_CONFIG)
     args.stages = "smoke"
     rc = cmd_run(args)
-    run_dir = sup.resolve_run(None, sup.runs_dir(args.runs_dir))
-    with RunStore(run_dir / "run.db") as store:
+    with RunStore(args.run_dir / "run.db") as store:
         report = store.results("smoke", "report").get("summary")
     if report:
         print(json.dumps(report, indent=2))

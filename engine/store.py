@@ -478,11 +478,12 @@ class RunStore:
 
     def samples(self, stage: str, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._q(
-            "SELECT step, prompt, completion, scores, reward FROM samples WHERE stage = ? ORDER BY id DESC LIMIT ?",
+            "SELECT id, step, prompt, completion, scores, reward FROM samples WHERE stage = ? ORDER BY id DESC LIMIT ?",
             (stage, limit),
         )
         return [
-            {"step": r[0], "prompt": r[1], "completion": r[2], "scores": json.loads(r[3]), "reward": r[4]} for r in rows
+            {"id": r[0], "step": r[1], "prompt": r[2], "completion": r[3], "scores": json.loads(r[4]), "reward": r[5]}
+            for r in rows
         ]
 
     # -- results (per-stage structured outputs: battery cells, ratings, sweep cells) --------
