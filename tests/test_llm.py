@@ -254,3 +254,13 @@ def test_vertex_batch_file_and_results(tmp_path):
     assert set(results) == {"k0"} and results["k0"].tokens_in == 96
     assert errors["k1"] == "Quota exceeded" and "line 3" in errors and "line 4" in errors
     assert request_hash(json.loads(lines[2])["request"]) in index
+
+
+def test_local_backend_generates_with_a_transformers_model(tmp_path):
+    from engine import models
+    from engine.llm.local import LocalBackend
+
+    path = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
+    r = LocalBackend(str(path)).generate(LLMRequest([{"role": "user", "content": "Name a colour."}], temperature=0.0, max_tokens=12))
+    assert r.tokens_in > 0 and 0 < r.tokens_out <= 12
+    assert "<think>" not in r.text  # reasoning is split off
