@@ -78,6 +78,7 @@ class AbaApp(App):
         self.model.reset(run_dir)
         self.draft_stages = config_mod.load(config_path).run.stages if config_path else None
         self.latency: list[float] = []  # commit-to-screen delays seen, for the latency benchmark
+        self._weights: tuple[Path | None, dict[str, float]] = (None, {})
 
     def on_mount(self) -> None:
         self.switch_mode("pipeline")
@@ -149,9 +150,13 @@ class AbaApp(App):
             self.notify(str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}", severity="error", timeout=10)
 
     def run_weights(self) -> dict[str, float]:
-        if self.model.run_dir is None:
+        """The open run's reward weights (for the weighted score of an edited trace), read once per run."""
+        run_dir = self.model.run_dir
+        if run_dir is None:
             return equal_weights()
-        return config_mod.load(self.model.run_dir / "config.toml").grpo.reward_weights
+        if self._weights[0] != run_dir:
+            self._weights = (run_dir, config_mod.load(run_dir / "config.toml").grpo.reward_weights)
+        return self._weights[1]
 
     # -- actions (engine calls in threads; cancel waits out a grace period) ----------------
 
@@ -221,6 +226,7 @@ class AbaApp(App):
 
         def saved(p: Path | None) -> None:
             if p is not None:
+                self._weights = (None, {})  # the reward weights may have changed
                 self.notify(f"saved {p}")
 
         self.push_screen(ConfigScreen(path, note), saved)

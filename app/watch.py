@@ -165,5 +165,9 @@ class RunModel:
     def get(self, stage: str, key: str) -> Series | None:
         return self.series.get((stage, key))
 
+    def status_key(self, *names: str) -> tuple:
+        """The statuses of these stages, to tell when results worth reloading may have changed."""
+        return tuple((s.name, s.status) for s in self.stages if s.name in names)
+
     def stage(self, name: str) -> StageRow | None:
         return next((s for s in self.stages if s.name == name), None)

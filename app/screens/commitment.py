@@ -45,7 +45,7 @@ class CommitmentScreen(Screen):
         self.action_reload()
 
     def update_from(self, model) -> None:
-        key = tuple((s.name, s.status) for s in model.stages if s.name in ("commitment", "entangled"))
+        key = model.status_key("commitment", "entangled")
         if key != self._seen:
             self._seen = key
             self.action_reload()

@@ -54,7 +54,7 @@ class EvalScreen(Screen):
         if export is not None and export.progress_label:
             status.append(f"  {export.progress_label}")
         self.query_one("#export-status", Static).update(status)
-        key = tuple((s.name, s.status) for s in model.stages if s.name in ("eval", "export", "ties"))
+        key = model.status_key("eval", "export", "ties")
         if key != self._seen:
             self._seen = key
             self.action_reload()
