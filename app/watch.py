@@ -18,16 +18,15 @@ CHUNK = 250_000  # rows per poll: a 1M-row history arrives in a few quick steps,
 class Series:
     """A growable (step, value) column pair with its EMA, appended in place; NaN marks a null value."""
 
-    __slots__ = ("steps", "values", "ema", "n", "_ema_last")
+    __slots__ = ("steps", "values", "ema", "n")
 
     def __init__(self) -> None:
         self.steps = np.empty(64)
         self.values = np.empty(64)
         self.ema = np.empty(64)
         self.n = 0
-        self._ema_last = float("nan")
 
-    def extend(self, steps: np.ndarray, values: np.ndarray, ema: np.ndarray, ema_last: float) -> None:
+    def extend(self, steps: np.ndarray, values: np.ndarray, ema: np.ndarray) -> None:
         need = self.n + len(steps)
         if need > len(self.steps):
             cap = max(need, 2 * len(self.steps))
@@ -39,11 +38,6 @@ class Series:
         self.values[self.n : need] = values
         self.ema[self.n : need] = ema
         self.n = need
-        self._ema_last = ema_last
-
-    @property
-    def ema_last(self) -> float:
-        return self._ema_last
 
     def view(self, smooth: bool = False) -> tuple[np.ndarray, np.ndarray]:
         return self.steps[: self.n], (self.ema if smooth else self.values)[: self.n]
@@ -72,7 +66,7 @@ class Delta:
 
     run_dir: Path
     stages: list[StageRow]
-    metrics: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray, float]]
+    metrics: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]
     metric_cursor: int
     logs: list[LogRow]
     log_cursor: int
@@ -114,7 +108,7 @@ class Poller:
             v = np.asarray(values, dtype=float)
             ema, last = ema_of(v, self._ema.get(key, float("nan")))
             self._ema[key] = last
-            metrics[key] = (np.asarray(steps, dtype=float), v, ema, last)
+            metrics[key] = (np.asarray(steps, dtype=float), v, ema)
         logs = self.store.logs_since(self.log_cursor, limit=2000)
         if logs:
             self.log_cursor = logs[-1].id
@@ -151,8 +145,8 @@ class RunModel:
         """Fold a delta in; returns (stage, old status) for stages whose status changed."""
         old = {s.name: s.status for s in self.stages}
         self.stages = delta.stages
-        for key, (steps, values, ema, last) in delta.metrics.items():
-            self.series.setdefault(key, Series()).extend(steps, values, ema, last)
+        for key, (steps, values, ema) in delta.metrics.items():
+            self.series.setdefault(key, Series()).extend(steps, values, ema)
         self.logs.extend(delta.logs)
         self.events.extend(delta.events)
         self.samples.update(delta.samples)

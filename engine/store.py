@@ -403,10 +403,6 @@ class RunStore:
         )
         return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
-    def metric_keys(self, stage: str) -> list[str]:
-        rows = self._q("SELECT DISTINCT key FROM metrics WHERE stage = ? ORDER BY key", (stage,))
-        return [r[0] for r in rows]
-
     def last_metric_id(self) -> int:
         return int(self._q("SELECT COALESCE(MAX(id), 0) FROM metrics")[0][0])
 
@@ -500,9 +496,6 @@ class RunStore:
         return {r[0]: json.loads(r[1]) for r in rows}
 
     # -- LLM call ledger (exactly-once generation) ------------------------------------------
-
-    def call_done(self, key: str) -> bool:
-        return bool(self._q("SELECT 1 FROM llm_calls WHERE key = ?", (key,)))
 
     def done_calls(self, keys: Iterable[str]) -> set[str]:
         keys = list(keys)
@@ -759,8 +752,3 @@ class RunStore:
                 if judge is not None and human is not None:
                     out[d].append((judge, human))
         return out
-
-    def reweigh_all(self, weights: dict[str, float]) -> None:
-        with self._tx() as c:
-            for (tid,) in c.execute("SELECT id FROM traces").fetchall():
-                self._reweigh(c, tid, weights)

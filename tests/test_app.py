@@ -176,31 +176,16 @@ async def test_real_grpo_stage_metrics_reach_training_screen(tmp_path, runs_dir)
         assert all(app.model.get("grpo", f"rewards/{d}/mean") is not None for d in DIMENSIONS)
 
 
-def test_snapshot_pipeline(snap_compare, runs_dir):
+@pytest.mark.parametrize("room", ["pipeline", "training", "traces"])
+def test_snapshot(snap_compare, runs_dir, room):
+    """The main screens at 120x40 on a fixture run with fixed ids and times."""
     make_fixture_run(runs_dir)
     app = make_app("20260211-101500-snap", runs_dir)
-    assert snap_compare(app, terminal_size=(120, 40), run_before=lambda pilot: pilot.pause(0.8))
-
-
-def test_snapshot_training(snap_compare, runs_dir):
-    make_fixture_run(runs_dir)
-    app = make_app("20260211-101500-snap", runs_dir)
+    key = {"pipeline": "f2", "training": "f3", "traces": "f4"}[room]
 
     async def before(pilot):
         await pilot.pause(0.8)
-        await pilot.press("f3")
-        await pilot.pause(0.5)
-
-    assert snap_compare(app, terminal_size=(120, 40), run_before=before)
-
-
-def test_snapshot_traces(snap_compare, runs_dir):
-    make_fixture_run(runs_dir)
-    app = make_app("20260211-101500-snap", runs_dir)
-
-    async def before(pilot):
-        await pilot.pause(0.8)
-        await pilot.press("f4")
+        await pilot.press(key)
         await pilot.pause(0.5)
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=before)
