@@ -14,7 +14,7 @@ from textual.worker import Worker, WorkerState
 from app.messages import RunDelta, RunOpened
 from app.watch import Poller, RunModel
 from engine import config as config_mod
-from engine import supervisor as sup
+from engine.runner import supervisor as sup
 from engine.dims import equal_weights
 from engine.errors import UserError
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import supervisor as sup
+from engine.runner import supervisor as sup
+from engine.stages.registry import TRAINING_STAGES
 from engine.store import EventRow, LogRow, RunStore, StageRow
 
 CHUNK = 250_000  # rows per poll: a 1M-row history arrives in a few quick steps, not one long stall
@@ -116,7 +117,7 @@ class Poller:
         if events:
             self.event_cursor = events[-1].id
         samples = {}
-        for stage in ("grpo", "grpo-dims", "smoke"):
+        for stage in TRAINING_STAGES:
             latest = self.store.samples(stage, limit=6)
             if latest and latest[0]["id"] != self.sample_ids.get(stage):
                 self.sample_ids[stage] = latest[0]["id"]

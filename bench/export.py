@@ -23,7 +23,7 @@ def build(dest: Path) -> int:
     from safetensors.torch import save_file
     from transformers import Qwen3Config
 
-    from engine.models import load_tokenizer
+    from engine.training.models import load_tokenizer
 
     tok = load_tokenizer("demo:tiny-qwen3")
     cfg = Qwen3Config(vocab_size=len(tok), hidden_size=1536, intermediate_size=4096, num_hidden_layers=14,
@@ -66,7 +66,7 @@ def export(model_dir: str, out: str, qtype: str, q) -> None:
     import safetensors  # noqa: F401
     import torch  # noqa: F401
 
-    from engine.gguf_export import write_gguf
+    from engine.evaluation.gguf import write_gguf
 
     base = _vm_rss_mb()
     t = time.perf_counter()

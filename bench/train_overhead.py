@@ -20,9 +20,10 @@ ROUNDS = 3
 
 
 def _setup(tmp: Path):
-    from engine import config, models
+    from engine import config
+    from engine.training import models
     from engine.config import STAGES
-    from engine.context import StageContext
+    from engine.runner.context import StageContext
     from engine.store import RunStore
 
     cfg = config.load(ROOT / "data" / "configs" / "demo.toml")
@@ -39,7 +40,7 @@ def _setup(tmp: Path):
 
 
 def ours(tmp: Path, out: str) -> list[float]:
-    from engine import models
+    from engine.training import models
     from engine.stages.grpo import train_grpo
 
     cfg, ctx, base = _setup(tmp)
@@ -54,10 +55,12 @@ def bare(tmp: Path, out: str) -> list[float]:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from engine import models, traindata
+    from engine.training import models
+    from engine.training import data as traindata
     from engine.dims import DIMENSIONS
-    from engine.judge import heuristic_scores, split_think
-    from engine.trl_compat import ensure_fused_head
+    from engine.judging.heuristic import heuristic_scores
+    from engine.text import split_think
+    from engine.training.trl_compat import ensure_fused_head
 
     ensure_fused_head()
     cfg, ctx, base = _setup(tmp)

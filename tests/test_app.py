@@ -45,7 +45,7 @@ async def test_pipeline_shows_stages_and_reasons(runs_dir):
 
 async def test_start_a_stage_and_see_status_change(tmp_path, runs_dir, busy_env, monkeypatch):
     monkeypatch.setenv("BUSY_STEPS", "20")
-    from engine import supervisor as sup
+    from engine.runner import supervisor as sup
 
     run_dir = sup.create_run(write_config(tmp_path, '[run]\nstages = ["smoke"]\n'), runs_dir)
     app = make_app(run_dir.name, runs_dir)
@@ -152,7 +152,7 @@ async def test_bad_config_edit_is_refused_and_nothing_saved(runs_dir):
 
 
 async def test_real_grpo_stage_metrics_reach_training_screen(tmp_path, runs_dir):
-    from engine import supervisor as sup
+    from engine.runner import supervisor as sup
 
     cfg = demo_variant(tmp_path, grpo__max_steps=3, grpo__sample_every=1, run__stages=["grpo"])
     run_dir = sup.create_run(cfg, runs_dir)

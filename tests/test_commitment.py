@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from engine import commitment as cm
-from engine import models
+from engine.evaluation import commitment as cm
+from engine.training import models
 from engine.errors import UserError
 from tests.conftest import ROOT, aba, demo_variant, run_id_of
 
@@ -178,7 +178,7 @@ def test_bad_layer_range_fails_the_stage_with_one_line(tmp_path):
 
 
 def test_entangled_crash_then_resume_from_checkpoint(tmp_path, runs_dir):
-    from engine import supervisor as sup
+    from engine.runner import supervisor as sup
     from engine.store import RunStore
 
     cfg = demo_variant(tmp_path, entangled__max_steps=8, entangled__probe_every=100, run__checkpoint_steps=2)

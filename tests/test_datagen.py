@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
-from engine import supervisor as sup
+from engine.runner import supervisor as sup
 from engine.dims import DIMENSIONS, TIERS, equal_weights
-from engine.reports import judge_agreement, kendall_tau_b, spearman
+from engine.reporting.agreement import judge_agreement, kendall_tau_b, spearman
 from engine.store import RunStore
 from tests.conftest import aba, demo_variant, run_id_of
 from tests.fake_openai import FakeOpenAI

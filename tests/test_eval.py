@@ -8,10 +8,10 @@ import random
 import pytest
 import torch
 
-from engine import supervisor as sup
-from engine.battery import check, is_refusal, load_battery, well_formed_think
+from engine.runner import supervisor as sup
+from engine.evaluation.battery import check, is_refusal, load_battery, well_formed_think
 from engine.errors import UserError
-from engine.ratings import ELO_SCALE, Match, bootstrap, bradley_terry, win_rates
+from engine.evaluation.ratings import ELO_SCALE, Match, bootstrap, bradley_terry, win_rates
 from engine.store import RunStore
 from tests.conftest import ROOT, aba, demo_variant, run_id_of
 
@@ -84,8 +84,8 @@ def test_ties_merge_equals_the_formula(tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from engine import models
-    from engine.merging import merge_ties, ties_formula
+    from engine.training import models
+    from engine.evaluation.merging import merge_ties, ties_formula
 
     base_dir = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
     paths = {}
@@ -118,8 +118,8 @@ def test_ties_merge_equals_the_formula(tmp_path):
 def test_gguf_round_trip(tmp_path):
     import gguf
 
-    from engine import models
-    from engine.gguf_export import verify_gguf, write_gguf
+    from engine.training import models
+    from engine.evaluation.gguf import verify_gguf, write_gguf
 
     base_dir = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
     for q in ("Q8_0", "F16", "BF16"):
@@ -136,8 +136,8 @@ def test_gguf_round_trip(tmp_path):
 
 
 def test_gguf_verification_catches_damage(tmp_path):
-    from engine import models
-    from engine.gguf_export import verify_gguf, write_gguf
+    from engine.training import models
+    from engine.evaluation.gguf import verify_gguf, write_gguf
 
     base_dir = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
     out = tmp_path / "m.gguf"

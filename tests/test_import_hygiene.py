@@ -12,7 +12,7 @@ HEAVY = ("torch", "transformers", "trl", "unsloth", "peft", "datasets", "acceler
 
 LIGHT = ("app", "app.app", "app.__main__", "app.screens.pipeline", "app.screens.training", "app.screens.traces",
          "app.screens.runs", "app.screens.evals", "app.screens.commitment", "app.screens.config", "app.screens.help",
-         "engine.store", "engine.supervisor", "engine.config", "engine.cli", "engine.reports")
+         "engine.store", "engine.runner.supervisor", "engine.config", "engine.cli", "engine.reporting.agreement")
 
 
 def _loaded_after(modules: tuple[str, ...]) -> set[str]:
@@ -33,7 +33,7 @@ def test_ui_side_imports_no_heavy_library():
 
 
 def test_engine_never_imports_app_or_textual():
-    loaded = _loaded_after(("engine.store", "engine.supervisor", "engine.config", "engine.worker", "engine.cli"))
+    loaded = _loaded_after(("engine.store", "engine.runner.supervisor", "engine.config", "engine.runner.worker", "engine.cli"))
     assert not any(m == "app" or m.startswith("app.") for m in loaded)
     assert "textual" not in loaded
 

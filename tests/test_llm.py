@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from engine.dims import DIMENSIONS
-from engine.judge import JudgeReplyError, heuristic_scores, parse_judge_reply, split_think
+from engine.judging.heuristic import heuristic_scores
+from engine.judging.parser import JudgeReplyError, parse_judge_reply
+from engine.text import split_think
 from engine.llm.base import LLMError, LLMRequest
 from engine.llm.limits import LimitedBackend, RateLimiter, RetryPolicy
 from engine.llm.openai_compat import OpenAIBackend, build_body
@@ -257,7 +259,7 @@ def test_vertex_batch_file_and_results(tmp_path):
 
 
 def test_local_backend_generates_with_a_transformers_model(tmp_path):
-    from engine import models
+    from engine.training import models
     from engine.llm.local import LocalBackend
 
     path = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from engine import supervisor as sup
+from engine.runner import supervisor as sup
 from engine.store import RunStore
 from tests.conftest import ROOT, write_config
 
@@ -97,7 +97,7 @@ def test_crash_noticed_when_driver_is_gone_too(tmp_path, busy_env, runs_dir, mon
     row = _wait_status(run_dir, "smoke", {"running"})
     with RunStore(run_dir / "run.db") as store:
         driver = store.run_info()["driver_pid"]
-        while not store.last_logs("smoke", 5):
+        while not any("busy from step" in r.message for r in store.last_logs("smoke", 5)):
             time.sleep(0.05)
     os.kill(driver, signal.SIGKILL)
     os.kill(row.pid, signal.SIGKILL)

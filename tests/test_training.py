@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from engine import config, models
-from engine import supervisor as sup
+from engine import config
+from engine.training import models
+from engine.runner import supervisor as sup
 from engine.dims import DIMENSIONS
 from engine.errors import UserError
 from engine.store import RunStore
@@ -25,7 +26,7 @@ def test_chat_format_think_survives_and_loss_on_assistant_only(tmp_path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from engine.traindata import assistant_content
+    from engine.training.data import assistant_content
 
     base = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
     tok = models.load_tokenizer("demo:tiny-qwen3")
@@ -67,7 +68,7 @@ def test_template_is_qwen3_not_llama():
 def test_torch_fused_head_matches_log_softmax():
     import torch
 
-    from engine.trl_compat import TorchChunkedLogProb
+    from engine.training.trl_compat import TorchChunkedLogProb
 
     torch.manual_seed(0)
     h, w, b = torch.randn(7, 16, requires_grad=True), torch.randn(50, 16), torch.randn(50)
@@ -93,7 +94,7 @@ def test_backend_choice_on_cpu():
 def test_vram_estimate_for_the_seeds_qwen3_8b():
     from transformers import Qwen3Config
 
-    from engine.training import estimate_vram
+    from engine.training.vram import estimate_vram
 
     q8b = Qwen3Config(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
                       num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)

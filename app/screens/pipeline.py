@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
 from app.watch import RunModel
-from engine.config import STAGES
+from engine.stages.registry import STAGES
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "crashed": "bold red", "cancelled": "yellow",
                 "running": "bold cyan", "pending": "dim", "skipped": "dim italic"}

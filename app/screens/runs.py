@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from app.widgets.chart import PALETTE, Line, LineChart
-from engine import supervisor as sup
+from engine.runner import supervisor as sup
 from engine.store import RunStore
 
 

@@ -14,7 +14,7 @@ from textual.widgets import Checkbox, Footer, Header, Input, Select, Static
 from app.widgets.trace_table import COLUMNS, TraceTable, header_text
 from engine.dims import DIMENSIONS, SHORT, TIERS
 from engine.errors import UserError
-from engine.reports import judge_agreement
+from engine.reporting.agreement import judge_agreement
 from engine.store import RunStore, StoreError
 
 SORT_KEYS = [key for key, _, _ in COLUMNS]

@@ -13,8 +13,8 @@ from app.watch import RunModel
 from app.widgets.chart import PALETTE, Line, LineChart
 from app.widgets.vram import VramPanel
 from engine.dims import DIMENSIONS, SHORT
+from engine.stages.registry import TRAINING_STAGES
 
-TRAINING_STAGES = ("sft", "grpo", "grpo-dims", "smoke", "entangled")
 SMALL = [("loss", "loss"), ("kl", "KL"), ("completions/mean_length", "completion length"),
          ("learning_rate", "learning rate"), ("tokens_per_s", "tokens/s"), ("grad_norm", "grad norm")]
 

@@ -29,7 +29,7 @@ def make_backend(cfg: LLMConfig, ctx: Any = None) -> LLMBackend:
 
         model = cfg.model
         if ctx is not None and model.startswith("demo:"):
-            from engine.models import base_path
+            from engine.training.models import base_path
 
             model = base_path(ctx.cfg, ctx.run_dir)
         return LocalBackend(model)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.judge import split_think
+from engine.text import split_think
 from engine.llm.base import LLMBackend, LLMRequest, LLMResult
 
 
@@ -19,7 +19,7 @@ class LocalBackend(LLMBackend):
             import torch
             from transformers import AutoModelForCausalLM
 
-            from engine.models import load_tokenizer
+            from engine.training.models import load_tokenizer
 
             self._tok = load_tokenizer(self.model)
             self._model = AutoModelForCausalLM.from_pretrained(

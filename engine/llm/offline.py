@@ -11,9 +11,9 @@ import json
 import re
 from pathlib import Path
 
-from engine.judge import heuristic_scores
+from engine.judging.heuristic import heuristic_scores
 from engine.llm.base import LLMBackend, LLMError, LLMRequest, LLMResult
-from engine.traindata import DEMO_TRACES, load_trace_file
+from engine.training.data import DEMO_TRACES, load_trace_file
 
 _STOP = set("the a an and or to of in on for with is are be my me i you it this that what how do does should can".split())
 

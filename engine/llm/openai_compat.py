@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from engine.judge import split_think
+from engine.text import split_think
 from engine.llm.base import LLMBackend, LLMError, LLMRequest, LLMResult, retriable_status
 
 

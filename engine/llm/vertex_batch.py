@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from engine.context import StageCancelled, StageFailed
+from engine.runner.context import StageCancelled, StageFailed
 from engine.llm.base import LLMError, LLMResult
 from engine.llm.vertex import build_request, parse_response
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.context import StageContext
+from engine.runner.context import StageContext
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -17,8 +17,8 @@ def cell_key(lam: float, layers: str) -> str:
 
 
 def run(ctx: StageContext) -> None:
-    from engine import commitment as cm
-    from engine import evaluation as ev
+    from engine.evaluation import commitment as cm
+    from engine.evaluation import answers as ev
 
     c = ctx.cfg.commitment
     (ref,) = ev.resolve_models(ctx, [c.model]) or [None]

@@ -9,7 +9,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.context import StageCancelled, StageContext, StageFailed
+from engine.runner.context import StageCancelled, StageContext, StageFailed
 from engine.dims import TIERS
 from engine.llm.base import LLMError, LLMRequest, LLMResult
 from engine.prompts import NearDuplicateFilter, Prompt, check_turns, load_prompts, prompt_key

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from engine.context import StageContext, StageFailed
+from engine.runner.context import StageContext, StageFailed
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -52,7 +52,7 @@ def context_pool(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -
 
 def _examples(ctx: StageContext, tok, max_len: int) -> list[dict[str, Any]]:
     """(context ids, full ids, labels) from the SFT data: the context is the prompt, the target the reply."""
-    from engine import traindata
+    from engine.training import data as traindata
 
     rows = traindata.sft_rows(ctx.store, ctx.cfg.grpo.reward_weights, 0.0, ctx.log)
     out = []
@@ -95,9 +95,9 @@ def run(ctx: StageContext) -> None:
     from peft import PeftModel, get_peft_model, set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
-    from engine import commitment as cm
-    from engine import evaluation as ev
-    from engine import models
+    from engine.evaluation import commitment as cm
+    from engine.evaluation import answers as ev
+    from engine.training import models
 
     e = ctx.cfg.entangled
     (ref,) = ev.resolve_models(ctx, [e.model]) or [None]
@@ -183,7 +183,7 @@ def _probe(model, tok, head, injector, probes, max_new_tokens: int, device) -> d
     """The consistency probe with the injection from the head's mean (no sampling at inference)."""
     from contextlib import contextmanager
 
-    from engine import commitment as cm
+    from engine.evaluation import commitment as cm
 
     @contextmanager
     def inject(turns):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from engine.context import StageContext, StageFailed
+from engine.runner.context import StageContext, StageFailed
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -15,10 +15,10 @@ def _path(p: str) -> Path:
 
 
 def run(ctx: StageContext) -> None:
-    from engine import evaluation as ev
-    from engine.dims import compute_reward
-    from engine.judge import split_think
-    from engine.rewards import make_scorer
+    from engine.evaluation import answers as ev
+    from engine.dims import weighted_score
+    from engine.text import split_think
+    from engine.training.rewards import make_scorer
 
     e = ctx.cfg.eval
     tests = ev.load_battery(_path(e.battery))
@@ -57,7 +57,7 @@ def run(ctx: StageContext) -> None:
             ctx.check_cancel()
             out = ev.generate(model, tok, turns, e.max_new_tokens)
             s = scorer(turns, *split_think(out))
-            w = None if any(v is None for v in s.values()) else compute_reward(s, weights) / sum(weights.values())
+            w = weighted_score(s, weights)
             outputs[ref.name].append(out)
             scores[ref.name].append(w if w is not None else 0.0)
             ctx.result("heldout", f"{ref.name}/{k}", {"model": ref.name, "prompt": turns[-1]["content"], "output": out, "scores": s, "weighted": w})
@@ -72,7 +72,7 @@ def run(ctx: StageContext) -> None:
         decide = ev.heuristic_pairwise(scorer, weights)
     else:
         from engine.llm import make_limited
-        from engine.llm.judging import pairwise_llm
+        from engine.judging.llm_judge import pairwise_llm
 
         limited = make_limited(ctx.cfg.judge.llm, ctx, ctx.cfg.run.seed + 2)
         decide = lambda turns, a, b: pairwise_llm(limited, turns, split_think(a)[1], split_think(b)[1])  # noqa: E731

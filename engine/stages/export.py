@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 
-from engine.context import StageContext, StageFailed
+from engine.runner.context import StageContext, StageFailed
 
 
 def run(ctx: StageContext) -> None:
-    from engine import gguf_export, models
-    from engine.procs import peak_rss_mb
+    from engine.evaluation import gguf as gguf_export
+    from engine.training import models
+    from engine.evaluation.merging import merge_adapter
+    from engine.runner.procs import peak_rss_mb
 
     x = ctx.cfg.export
     adapter = ctx.run_dir / x.source / "adapter"
@@ -24,7 +26,7 @@ def run(ctx: StageContext) -> None:
     base = trained_on if trained_on and Path(trained_on).exists() else models.base_path(ctx.cfg, ctx.run_dir)
     merged = ctx.folder / "merged"
     ctx.progress(0, 3, "merging the adapter into a 16-bit base")
-    models.merge_adapter(ctx.cfg, backend, base, adapter, merged)
+    merge_adapter(ctx.cfg, backend, base, adapter, merged)
     size = sum(p.stat().st_size for p in merged.glob("*.safetensors"))
     ctx.artifact("merged", merged, bytes=size, source=x.source)
     ctx.log(f"merged {x.source} adapter into {base}: {merged} ({size / 1e6:.1f} MB safetensors)")

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.context import StageContext, StageFailed
-from engine.dims import DIMENSIONS
+from engine.runner.context import StageContext, StageFailed
+from engine.dims import DIMENSIONS, normalised
 
 
 def grpo_args(ctx: StageContext, knobs: dict[str, Any], out: Path, weights: list[float], max_steps: int):
     from trl import GRPOConfig
 
-    from engine.training import common_args
+    from engine.training.trainer import common_args
 
     g = ctx.cfg.grpo
     return GRPOConfig(
@@ -35,12 +35,15 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
     """Train a GRPO LoRA from `start_model` into `out`. Shared by grpo, grpo-dims and smoke. Returns (trainer, cb)."""
     from datasets import Dataset
 
-    from engine import models, training, traindata
-    from engine.callbacks import StoreCallback
-    from engine.rewards import JudgeCache, make_scorer
+    from engine.training import models
+    from engine.training import trainer as training
+    from engine.training import data as traindata
+    from engine.training.callbacks import StoreCallback
+    from engine.training.rewards import JudgeCache, make_scorer
+    from engine.training.vram import record_estimate, record_peak
 
     g = ctx.cfg.grpo
-    weights = weights or g.reward_weights
+    weights = normalised(weights or g.reward_weights)  # so TRL's reward is dims.weighted_score
     prompts = traindata.grpo_prompts(ctx.store)
     if not prompts:
         raise StageFailed("no prompts for GRPO; run datagen first")
@@ -57,7 +60,7 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
         f"generation batch {gen_batch} (per_device {g.per_device_train_batch_size} x accumulation "
         f"{g.gradient_accumulation_steps}) divides by num_generations {knobs['num_generations']}"
     )
-    est = training.record_estimate(
+    est = record_estimate(
         ctx, start_model, bits=4 if backend.quantized else 16, seq_len=g.max_prompt_length,
         batch=g.per_device_train_batch_size, num_generations=knobs["num_generations"],
         completion_len=knobs["max_completion_length"],
@@ -75,14 +78,15 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
         )
 
     trainer = training.train_with_fallbacks(ctx, build, knobs, training.grpo_fallbacks(), out / "checkpoints")
-    training.record_peak(ctx, est, callback.step_times)
+    record_peak(ctx, est, callback.step_times)
     ctx.log(f"judge calls: {cache.calls} (one per distinct completion, shared by the {len(dims)} reward functions)")
     return trainer, callback
 
 
 def start_model(ctx: StageContext, backend) -> str:
     """The SFT adapter merged into the base (the seed's sequential SFT then GRPO), or the base when there is none."""
-    from engine import models
+    from engine.evaluation.merging import merge_adapter
+    from engine.training import models
 
     base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)
     adapter = ctx.run_dir / "sft" / "adapter"
@@ -93,13 +97,14 @@ def start_model(ctx: StageContext, backend) -> str:
         ctx.log("no SFT adapter in this run: starting GRPO from the base model", "warn")
         return base
     models.check_adapter(adapter)
-    merged = models.merge_adapter(ctx.cfg, backend, base, adapter, ctx.run_dir / "sft" / "merged")
+    merged = merge_adapter(ctx.cfg, backend, base, adapter, ctx.run_dir / "sft" / "merged")
     ctx.log(f"starting from the SFT adapter merged into the base ({merged})")
     return str(merged)
 
 
 def run(ctx: StageContext) -> None:
-    from engine import distributed, models
+    from engine.runner import distributed
+    from engine.training import models
 
     backend = models.pick_backend(ctx.cfg)
     start = start_model(ctx, backend)  # the SFT merge happens once, before any rank starts

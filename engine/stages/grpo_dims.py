@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from engine.context import StageContext
+from engine.runner.context import StageContext
 
 
 def run(ctx: StageContext) -> None:
-    from engine import models
+    from engine.training import models
     from engine.stages.grpo import start_model, train_grpo
 
     backend = models.pick_backend(ctx.cfg)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from engine.context import StageCancelled, StageContext
+from engine.runner.context import StageCancelled, StageContext
 
 
 def run(ctx: StageContext) -> None:
     from engine.llm import make_limited
-    from engine.llm.judging import JudgeFailed, LLMJudge
+    from engine.judging.llm_judge import JudgeFailed, LLMJudge
 
     llm = ctx.cfg.judge.llm
     weights = ctx.cfg.grpo.reward_weights

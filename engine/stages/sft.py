@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.context import StageContext, StageFailed
+from engine.runner.context import StageContext, StageFailed
 
 
 def sft_args(ctx: StageContext, knobs: dict[str, Any], out: Path, max_steps: int | None = None):
     from trl import SFTConfig
 
-    from engine.training import common_args
+    from engine.training.trainer import common_args
 
     s = ctx.cfg.sft
     return SFTConfig(
@@ -30,8 +30,11 @@ def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int |
     """Train an SFT LoRA into `out`; returns (trainer, callback). Shared by the sft and smoke stages."""
     from datasets import Dataset
 
-    from engine import models, training, traindata
-    from engine.callbacks import StoreCallback
+    from engine.training import models
+    from engine.training import trainer as training
+    from engine.training import data as traindata
+    from engine.training.callbacks import StoreCallback
+    from engine.training.vram import record_estimate, record_peak
 
     s = ctx.cfg.sft
     if rows is None:
@@ -44,7 +47,7 @@ def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int |
         "gradient_accumulation_steps": s.gradient_accumulation_steps,
         "max_seq_length": s.max_seq_length,
     }
-    est = training.record_estimate(
+    est = record_estimate(
         ctx, base, bits=4 if backend.quantized else 16, seq_len=s.max_seq_length, batch=s.per_device_train_batch_size
     )
     callback = StoreCallback(ctx)
@@ -59,12 +62,13 @@ def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int |
         )
 
     trainer = training.train_with_fallbacks(ctx, build, knobs, training.sft_fallbacks(), out / "checkpoints")
-    training.record_peak(ctx, est, callback.step_times)
+    record_peak(ctx, est, callback.step_times)
     return trainer, callback
 
 
 def run(ctx: StageContext) -> None:
-    from engine import distributed, models
+    from engine.runner import distributed
+    from engine.training import models
 
     backend = models.pick_backend(ctx.cfg)
     base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)  # built once, before any rank starts

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
-from engine.context import StageContext, StageFailed
+from engine.runner.context import StageContext, StageFailed
 
 
 def _attempt(ctx: StageContext, backend) -> dict:
     import torch
 
-    from engine import models
+    from engine.training import models
+    from engine.evaluation.merging import merge_adapter
     from engine.stages.grpo import train_grpo
     from engine.stages.sft import train_sft
 
@@ -20,7 +21,7 @@ def _attempt(ctx: StageContext, backend) -> dict:
     t0 = time.perf_counter()
     sft_trainer, sft_cb = train_sft(ctx, backend, base, out / "sft", max_steps=sm.sft_steps)
     sft_trainer.save_model(str(out / "sft" / "adapter"))
-    merged = models.merge_adapter(ctx.cfg, backend, base, out / "sft" / "adapter", out / "sft" / "merged")
+    merged = merge_adapter(ctx.cfg, backend, base, out / "sft" / "adapter", out / "sft" / "merged")
     del sft_trainer
     t1 = time.perf_counter()
     _, grpo_cb = train_grpo(ctx, backend, str(merged), out / "grpo", max_steps=sm.grpo_steps,
@@ -38,8 +39,8 @@ def _attempt(ctx: StageContext, backend) -> dict:
 
 
 def run(ctx: StageContext) -> None:
-    from engine import models
-    from engine.training import is_oom
+    from engine.training import models
+    from engine.training.trainer import is_oom
 
     backend = models.pick_backend(ctx.cfg)
     ctx.event("backend", f"backend: {backend.reason}", backend=backend.name)

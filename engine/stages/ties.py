@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.context import StageContext, StageFailed
+from engine.runner.context import StageContext, StageFailed
 
 
 def run(ctx: StageContext) -> None:
-    from engine import models
-    from engine.merging import merge_ties
+    from engine.training import models
+    from engine.evaluation.merging import merge_ties
 
     dims = ctx.cfg.grpo_dims.dimensions
     adapters = {d: ctx.run_dir / "grpo-dims" / d / "adapter" for d in dims}

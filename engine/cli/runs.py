@@ -1,0 +1,277 @@
+"""`aba` commands that start, follow and steer runs: run, demo, smoke, resume, start, skip, status, tail, cancel."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine import config as config_mod
+from engine.cli.common import DEMO_CONFIG, console, open_run, when
+from engine.runner import supervisor as sup
+from engine.store import FINAL, RunStore
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.config)
+    if getattr(args, "use_standard", False):
+        cfg.model.backend = "standard"
+    stages = sup.parse_stages(args.stages) if args.stages else None
+    run_dir = sup.create_run(args.config, sup.runs_dir(args.runs_dir), stages, cfg=cfg)
+    args.run_dir = run_dir
+    print(f"run {run_dir.name}", flush=True)
+    sup.launch(run_dir)
+    if args.detach:
+        print(f"detached; follow with `aba tail {run_dir.name}` or `aba-tui {run_dir.name}`", flush=True)
+        return 0
+    return follow(run_dir)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.config = str(DEMO_CONFIG)
+    return cmd_run(args)
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    args.config = args.config or str(DEMO_CONFIG)
+    args.stages = "smoke"
+    rc = cmd_run(args)
+    with RunStore(args.run_dir / "run.db") as store:
+        report = store.results("smoke", "report").get("summary")
+    if report:
+        print(json.dumps(report, indent=2))
+    return rc
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
+    sup.resume(run_dir, sup.parse_stages(args.stages) if args.stages else None)
+    print(f"run {run_dir.name}", flush=True)
+    return 0 if args.detach else follow(run_dir)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
+    (stage,) = sup.parse_stages([args.stage])
+    sup.start_stage(run_dir, stage)
+    print(f"run {run_dir.name}", flush=True)
+    return 0 if args.detach else follow(run_dir, only=[stage])
+
+
+def cmd_skip(args: argparse.Namespace) -> int:
+    run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
+    (stage,) = sup.parse_stages([args.stage])
+    sup.skip(run_dir, stage)
+    print(f"{stage}: skipped")
+    return 0
+
+
+def follow(run_dir: Path, only: list[str] | None = None) -> int:
+    """Show progress until the run stops. Ctrl-C cancels politely. Exit 0 when every asked stage succeeded."""
+    store = RunStore(run_dir / "run.db")
+    wanted = only or [r.name for r in store.stages() if r.selected]
+    try:
+        if sys.stdout.isatty():
+            _follow_rich(run_dir, store, wanted)
+        else:
+            _follow_plain(run_dir, store, wanted)
+    except KeyboardInterrupt:
+        print("\ncancelling: the stage saves a checkpoint and stops (resume with `aba resume`)...", file=sys.stderr)
+        sup.cancel(run_dir)
+    rows = {r.name: r for r in sup.refresh(store)}
+    store.close()
+    bad = [rows[n] for n in wanted if rows[n].status != "succeeded"]
+    for r in bad:
+        print(f"{r.name}: {r.status}" + (f": {r.reason}" if r.reason else ""), file=sys.stderr)
+    return 0 if not bad else 1
+
+
+def _running(store: RunStore) -> bool:
+    rows = sup.refresh(store)
+    return any(r.status == "running" for r in rows) or sup.pid_alive(store.run_info().get("driver_pid"))
+
+
+def _follow_plain(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
+    last_log = 0
+    seen: dict[str, str] = {}
+    while True:
+        alive = _running(store)
+        for row in store.stages():
+            if row.name in wanted and seen.get(row.name) != row.status:
+                seen[row.name] = row.status
+                extra = f" ({row.reason})" if row.reason and row.status in FINAL else ""
+                print(f"stage {row.name}: {row.status}{extra}", flush=True)
+        for log in store.logs_since(last_log):
+            last_log = log.id
+            print(f"  [{log.stage}] {log.message.splitlines()[0] if log.message else ''}", flush=True)
+        if not alive:
+            return
+        time.sleep(0.5)
+
+
+def _follow_rich(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
+    from rich.live import Live
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    progress = Progress(
+        TextColumn("{task.fields[stage]:<11}"),
+        TextColumn("{task.fields[status]:<10}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}", markup=False),
+    )
+    tasks = {
+        name: progress.add_task("", total=None, stage=name, status="pending", start=False) for name in wanted
+    }
+    last_log = 0
+    messages: dict[str, str] = {}
+    with Live(progress, refresh_per_second=4, transient=False):
+        while True:
+            alive = _running(store)
+            for log in store.logs_since(last_log):
+                last_log = log.id
+                messages[log.stage] = (log.message.splitlines() or [""])[0][:80]
+            for row in store.stages():
+                if row.name not in tasks:
+                    continue
+                task = tasks[row.name]
+                if row.status != "pending" and not progress.tasks[task].started:
+                    progress.start_task(task)
+                total = row.progress_total or None
+                done = row.progress or 0
+                if row.status == "succeeded" and total:
+                    done = total
+                desc = row.progress_label or messages.get(row.name, "")
+                if row.status in FINAL and row.reason:
+                    desc = row.reason
+                progress.update(task, total=total, completed=done, status=row.status, description=desc[:100])
+                if row.status in FINAL:
+                    progress.stop_task(task)
+            if not alive:
+                return
+            time.sleep(0.25)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    root = sup.runs_dir(args.runs_dir)
+    if args.run_id is None:
+        runs = sup.list_runs(root)
+        if args.json:
+            print(json.dumps([
+                {"id": r.id, "name": r.name, "created": r.created, "state": r.state,
+                 "stages": [_stage_json(s) for s in r.stages if s.selected]}
+                for r in runs
+            ], indent=2))
+            return 0
+        from rich.table import Table
+
+        table = Table("run", "name", "created", "state", "stages")
+        for r in runs:
+            stages = " ".join(f"{s.name}:{s.status}" for s in r.stages if s.selected)
+            table.add_row(r.id, r.name, when(r.created), r.state, stages)
+        console().print(table)
+        return 0
+    run_dir, store = open_run(args)
+    with store:
+        rows = sup.refresh(store)
+        events = store.events(kind="fallback")
+        if args.json:
+            out = {"id": run_dir.name, "state": sup.run_state(rows), "stages": [_stage_json(r) for r in rows],
+                   "fallbacks": [{"stage": e.stage, "time": e.time, "message": e.message} for e in events]}
+            print(json.dumps(out, indent=2))
+            return 0
+        from rich.table import Table
+
+        table = Table("stage", "status", "attempts", "pid", "started", "ended", "reason", title=f"run {run_dir.name}")
+        for r in rows:
+            if not r.selected and r.status == "pending":
+                continue
+            table.add_row(r.name, r.status, str(r.attempts), str(r.pid or ""), when(r.started), when(r.ended), r.reason or "")
+        console().print(table)
+        for e in events:
+            console().print(f"fallback in {e.stage} at {when(e.time)}: {e.message}", markup=False)
+    return 0
+
+
+def _stage_json(r) -> dict[str, Any]:
+    return {"name": r.name, "status": r.status, "attempts": r.attempts, "pid": r.pid, "started": r.started,
+            "ended": r.ended, "reason": r.reason}
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    run_dir, store = open_run(args)
+    last = 0
+    with store:
+        while True:
+            for log in store.logs_since(last, stage=args.stage):
+                last = log.id
+                print(f"{when(log.time)} [{log.stage}] {log.level}: {log.message}", flush=True)
+            if not args.follow or not _running(store):
+                return 0
+            time.sleep(0.5)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
+    names = sup.cancel(run_dir, args.stage, grace_s=args.grace)
+    if not names:
+        print(f"run {run_dir.name}: nothing running or pending")
+        return 0
+    with RunStore(run_dir / "run.db") as store:
+        for name in names:
+            row = store.stage(name)
+            print(f"{name}: {row.status}" + (f" ({row.reason})" if row.reason else ""))
+    return 0
+
+
+# -- data out --------------------------------------------------------------------------------
+
+
+def register(add) -> None:
+    sp = add("run", cmd_run, "Start a run from a config and follow it (first line: `run <RUN_ID>`).")
+    sp.add_argument("config")
+    sp.add_argument("--stages", help="comma-separated stages (default: the config's run.stages)")
+    sp.add_argument("--detach", action="store_true", help="start and return; the run goes on in the background")
+    sp.add_argument("--use-standard", action="store_true", help="force the HF transformers + PEFT backend")
+
+    sp = add("demo", cmd_demo, "aba run data/configs/demo.toml: the tiny model, CPU, offline.")
+    sp.add_argument("--stages")
+    sp.add_argument("--detach", action="store_true")
+    sp.add_argument("--use-standard", action="store_true")
+
+    sp = add("smoke", cmd_smoke, "Step 0: 10 SFT + 10 GRPO steps; reports backend, peak VRAM, step times.")
+    sp.add_argument("config", nargs="?", help="config (default: the demo config)")
+    sp.add_argument("--use-standard", action="store_true", help="skip Unsloth, use HF transformers + PEFT")
+    sp.add_argument("--detach", action="store_true")
+
+    sp = add("status", cmd_status, "Stages of a run (or all runs, newest first).")
+    sp.add_argument("run_id", nargs="?")
+    sp.add_argument("--json", action="store_true")
+
+    sp = add("tail", cmd_tail, "Print a run's log and follow it while it runs.")
+    sp.add_argument("run_id", nargs="?")
+    sp.add_argument("--stage")
+    sp.add_argument("--no-follow", dest="follow", action="store_false")
+
+    sp = add("cancel", cmd_cancel, "Ask running stages to stop (they save a checkpoint), kill after the grace period.")
+    sp.add_argument("run_id", nargs="?")
+    sp.add_argument("--stage")
+    sp.add_argument("--grace", type=float, help="seconds before the hard kill (default: run.cancel_grace_s)")
+
+    sp = add("resume", cmd_resume, "Rerun the stages that did not succeed, from their last checkpoint.")
+    sp.add_argument("run_id", nargs="?")
+    sp.add_argument("--stages")
+    sp.add_argument("--detach", action="store_true")
+
+    sp = add("start", cmd_start, "Run one stage of an existing run (again).")
+    sp.add_argument("run_id")
+    sp.add_argument("stage")
+    sp.add_argument("--detach", action="store_true")
+
+    sp = add("skip", cmd_skip, "Mark a stage of a run as skipped.")
+    sp.add_argument("run_id")
+    sp.add_argument("stage")

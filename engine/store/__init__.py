@@ -1,0 +1,24 @@
+"""The run database: one SQLite file per run, the single source of truth. All SQL lives in this package.
+
+`RunStore` is one class assembled from rooms that each own some tables: `db` (connection, schema, migrations),
+`stages` (run, stages, attempts, heartbeats, cancel), `telemetry` (metrics, logs, events, artifacts, samples,
+results), `traces` (prompts, traces, call ledger, judge scores) and `review` (human edits).
+"""
+
+from __future__ import annotations
+
+from engine.store.db import MIGRATIONS, SCHEMA_VERSION, Database, StoreError
+from engine.store.review import ReviewMixin
+from engine.store.stages import FINAL, STATUSES, StageRow, StagesMixin
+from engine.store.telemetry import EventRow, LogRow, MetricRow, TelemetryMixin
+from engine.store.traces import TracesMixin
+
+__all__ = ["FINAL", "MIGRATIONS", "SCHEMA_VERSION", "STATUSES", "EventRow", "LogRow", "MetricRow", "RunStore",
+           "StageRow", "StoreError"]
+
+
+class RunStore(StagesMixin, TelemetryMixin, TracesMixin, ReviewMixin, Database):
+    """Typed access to one run's database. Safe to share between threads of one process."""
+
+    def __enter__(self) -> RunStore:
+        return self

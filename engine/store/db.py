@@ -1,0 +1,191 @@
+"""The run database's plumbing: one SQLite file per run (WAL), its schema and migrations, transactions."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from engine.dims import DIMENSIONS
+from engine.errors import UserError
+
+SCHEMA_VERSION = 1
+STATUSES = ("pending", "running", "succeeded", "failed", "crashed", "cancelled", "skipped")
+FINAL = frozenset({"succeeded", "failed", "crashed", "cancelled", "skipped"})
+
+_J = ", ".join(f"j_{d} REAL" for d in DIMENSIONS)
+_H = ", ".join(f"h_{d} REAL" for d in DIMENSIONS)
+
+# Each entry migrates the schema from version i to i+1.
+MIGRATIONS: list[str] = [
+    f"""
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+    CREATE TABLE run (
+        id TEXT PRIMARY KEY, name TEXT, created REAL, config_source TEXT, driver_pid INTEGER
+    );
+    CREATE TABLE stages (
+        name TEXT PRIMARY KEY, position INTEGER NOT NULL, selected INTEGER NOT NULL DEFAULT 0,
+        status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+        pid INTEGER, started REAL, ended REAL, reason TEXT, exit_code INTEGER,
+        cancel_requested INTEGER NOT NULL DEFAULT 0, progress REAL, progress_total REAL, progress_label TEXT
+    );
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY, stage TEXT NOT NULL, n INTEGER NOT NULL, pid INTEGER,
+        started REAL, ended REAL, status TEXT, reason TEXT, exit_code INTEGER
+    );
+    CREATE TABLE heartbeats (stage TEXT PRIMARY KEY, pid INTEGER, time REAL);
+    CREATE TABLE events (id INTEGER PRIMARY KEY, stage TEXT, time REAL, kind TEXT, message TEXT, data TEXT);
+    CREATE TABLE metrics (
+        id INTEGER PRIMARY KEY, stage TEXT NOT NULL, step INTEGER NOT NULL, key TEXT NOT NULL, value REAL, time REAL
+    );
+    CREATE INDEX metrics_by_key ON metrics (stage, key, id);
+    CREATE TABLE logs (id INTEGER PRIMARY KEY, stage TEXT, time REAL, level TEXT, message TEXT);
+    CREATE TABLE artifacts (id INTEGER PRIMARY KEY, stage TEXT, kind TEXT, path TEXT, meta TEXT, time REAL);
+    CREATE TABLE samples (
+        id INTEGER PRIMARY KEY, stage TEXT, step INTEGER, prompt TEXT, completion TEXT, scores TEXT,
+        reward REAL, time REAL
+    );
+    CREATE TABLE prompts (
+        id INTEGER PRIMARY KEY, key TEXT UNIQUE NOT NULL, category TEXT NOT NULL, turns TEXT NOT NULL,
+        source TEXT NOT NULL
+    );
+    CREATE TABLE traces (
+        id INTEGER PRIMARY KEY, call_key TEXT UNIQUE NOT NULL, prompt_id INTEGER REFERENCES prompts(id),
+        category TEXT, tier TEXT, idx INTEGER, system_prompt TEXT, reasoning TEXT, answer TEXT,
+        backend TEXT, model TEXT, offline INTEGER NOT NULL DEFAULT 0, created REAL,
+        tokens_in INTEGER, tokens_out INTEGER,
+        judged INTEGER NOT NULL DEFAULT 0, judge_failed INTEGER NOT NULL DEFAULT 0, judge_rescaled INTEGER NOT NULL DEFAULT 0,
+        judge_backend TEXT, judge_raw TEXT, reviewed INTEGER NOT NULL DEFAULT 0, weighted REAL,
+        {_J}, {_H}
+    );
+    CREATE INDEX traces_by_category ON traces (category, tier);
+    CREATE INDEX traces_by_weighted ON traces (weighted);
+    CREATE INDEX traces_by_entropy_reduction ON traces (COALESCE(h_entropy_reduction, j_entropy_reduction));
+    CREATE INDEX traces_by_calibrated_uncertainty ON traces (COALESCE(h_calibrated_uncertainty, j_calibrated_uncertainty));
+    CREATE INDEX traces_by_conflict_resolution ON traces (COALESCE(h_conflict_resolution, j_conflict_resolution));
+    CREATE INDEX traces_by_context_faithfulness ON traces (COALESCE(h_context_faithfulness, j_context_faithfulness));
+    CREATE INDEX traces_by_process_transparency ON traces (COALESCE(h_process_transparency, j_process_transparency));
+    CREATE INDEX traces_by_honest_engagement ON traces (COALESCE(h_honest_engagement, j_honest_engagement));
+    CREATE INDEX traces_by_helpfulness ON traces (COALESCE(h_helpfulness, j_helpfulness));
+    CREATE INDEX traces_by_harm_avoidance ON traces (COALESCE(h_harm_avoidance, j_harm_avoidance));
+    CREATE INDEX traces_by_instruction_following ON traces (COALESCE(h_instruction_following, j_instruction_following));
+    CREATE TABLE judge_calls (
+        id INTEGER PRIMARY KEY, trace_id INTEGER, attempt INTEGER, raw TEXT, error TEXT, time REAL
+    );
+    CREATE TABLE score_edits (
+        id INTEGER PRIMARY KEY, trace_id INTEGER NOT NULL, dim TEXT NOT NULL, old REAL, new REAL,
+        time REAL NOT NULL, undone INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX score_edits_by_trace ON score_edits (trace_id, id);
+    CREATE TABLE llm_calls (key TEXT PRIMARY KEY, result TEXT, time REAL);
+    CREATE TABLE results (
+        id INTEGER PRIMARY KEY, stage TEXT, kind TEXT, key TEXT, data TEXT, time REAL, UNIQUE(stage, kind, key)
+    );
+    """,
+]
+
+
+class StoreError(UserError):
+    """The run database is missing or not a run database."""
+
+
+def clean_number(value: float | None) -> float | None:
+    """NaN and infinities are stored as null (JSON loggers crash on NaN)."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class Database:
+    """One connection to a run database; the wings of RunStore add typed access. Safe to share between threads."""
+
+    def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StoreError(f"{self.path}: no run database here")
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA busy_timeout = 30000")
+        try:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path}: not a run database ({err})") from None
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        self._conn.execute("PRAGMA foreign_keys = ON")
+        if not readonly:
+            self._migrate()
+        elif self.schema_version() != SCHEMA_VERSION:
+            raise StoreError(f"{self.path}: schema version {self.schema_version()}, this aba reads {SCHEMA_VERSION}")
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, retried when another writer holds the lock past busy_timeout."""
+        with self._lock:
+            for attempt in range(20):
+                try:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as err:
+                    if "locked" not in str(err) and "busy" not in str(err):
+                        raise
+                    time.sleep(0.05 * (attempt + 1))
+            else:
+                raise sqlite3.OperationalError(f"{self.path}: database stayed locked")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            cur = self._conn.execute(sql, args)
+            return cur.fetchall()
+
+    def schema_version(self) -> int:
+        try:
+            rows = self._q("SELECT value FROM meta WHERE key = 'schema_version'")
+        except sqlite3.OperationalError:
+            return 0
+        return int(rows[0][0]) if rows else 0
+
+    def _migrate(self) -> None:
+        with self._tx() as c:
+            current = 0
+            has_meta = c.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone()
+            if has_meta:
+                row = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: made by a newer aba (schema {current} > {SCHEMA_VERSION})")
+            for version in range(current, SCHEMA_VERSION):
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        c.execute(statement)
+                c.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(version + 1),)
+                )
+
+    def integrity_check(self) -> str:
+        return str(self._q("PRAGMA integrity_check")[0][0])
+

@@ -1,0 +1,172 @@
+"""What stages report: metrics, logs, events, artifacts, samples and structured results."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.store.db import clean_number as _clean
+
+@dataclass(frozen=True)
+class MetricRow:
+    id: int
+    stage: str
+    step: int
+    key: str
+    value: float | None
+    time: float
+
+
+@dataclass(frozen=True)
+class LogRow:
+    id: int
+    stage: str
+    time: float
+    level: str
+    message: str
+
+
+@dataclass(frozen=True)
+class EventRow:
+    id: int
+    stage: str
+    time: float
+    kind: str
+    message: str
+    data: dict
+
+
+class TelemetryMixin:
+    """Mixed into RunStore: needs `_tx`, `_q` and `path` from Database."""
+
+    # -- metrics ----------------------------------------------------------------------------
+
+    def add_metrics(self, stage: str, step: int, values: dict[str, float | None], when: float | None = None) -> None:
+        when = time.time() if when is None else when
+        rows = [(stage, int(step), k, _clean(v), when) for k, v in values.items()]
+        with self._tx() as c:
+            c.executemany("INSERT INTO metrics (stage, step, key, value, time) VALUES (?, ?, ?, ?, ?)", rows)
+
+    def add_metric_rows(self, rows: Iterable[tuple[str, int, str, float | None, float]]) -> None:
+        """Bulk insert of (stage, step, key, value, time) rows in one transaction."""
+        with self._tx() as c:
+            c.executemany(
+                "INSERT INTO metrics (stage, step, key, value, time) VALUES (?, ?, ?, ?, ?)",
+                ((s, st, k, _clean(v), t) for s, st, k, v, t in rows),
+            )
+
+    def metrics_since(self, after_id: int = 0, stage: str | None = None, limit: int = 100_000) -> list[MetricRow]:
+        """Rows newer than `after_id`, oldest first."""
+        if stage is None:
+            rows = self._q(
+                "SELECT id, stage, step, key, value, time FROM metrics WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+            )
+        else:
+            rows = self._q(
+                "SELECT id, stage, step, key, value, time FROM metrics WHERE id > ? AND stage = ? ORDER BY id LIMIT ?",
+                (after_id, stage, limit),
+            )
+        return [MetricRow(*r) for r in rows]
+
+    def metric_series(self, stage: str, key: str, after_id: int = 0) -> tuple[list[int], list[int], list[float | None]]:
+        """(ids, steps, values) of one key, using the (stage, key, id) index."""
+        rows = self._q(
+            "SELECT id, step, value FROM metrics WHERE stage = ? AND key = ? AND id > ? ORDER BY id", (stage, key, after_id)
+        )
+        return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+    def last_metric_id(self) -> int:
+        return int(self._q("SELECT COALESCE(MAX(id), 0) FROM metrics")[0][0])
+
+    def latest_metric(self, stage: str, key: str) -> float | None:
+        rows = self._q(
+            "SELECT value FROM metrics WHERE stage = ? AND key = ? ORDER BY id DESC LIMIT 1", (stage, key)
+        )
+        return rows[0][0] if rows else None
+
+    # -- logs, events, artifacts, samples ---------------------------------------------------
+
+    def log(self, stage: str, message: str, level: str = "info") -> None:
+        with self._tx() as c:
+            c.execute("INSERT INTO logs (stage, time, level, message) VALUES (?, ?, ?, ?)", (stage, time.time(), level, message))
+
+    def logs_since(self, after_id: int = 0, stage: str | None = None, limit: int = 10_000) -> list[LogRow]:
+        if stage is None:
+            rows = self._q("SELECT id, stage, time, level, message FROM logs WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        else:
+            rows = self._q(
+                "SELECT id, stage, time, level, message FROM logs WHERE id > ? AND stage = ? ORDER BY id LIMIT ?",
+                (after_id, stage, limit),
+            )
+        return [LogRow(*r) for r in rows]
+
+    def last_logs(self, stage: str, n: int = 10) -> list[LogRow]:
+        rows = self._q(
+            "SELECT id, stage, time, level, message FROM logs WHERE stage = ? ORDER BY id DESC LIMIT ?", (stage, n)
+        )
+        return [LogRow(*r) for r in reversed(rows)]
+
+    def event(self, stage: str, kind: str, message: str, data: dict | None = None) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO events (stage, time, kind, message, data) VALUES (?, ?, ?, ?, ?)",
+                (stage, time.time(), kind, message, json.dumps(data or {})),
+            )
+
+    def events(self, stage: str | None = None, kind: str | None = None, after_id: int = 0) -> list[EventRow]:
+        sql, args = "SELECT id, stage, time, kind, message, data FROM events WHERE id > ?", [after_id]
+        if stage:
+            sql, args = sql + " AND stage = ?", [*args, stage]
+        if kind:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        return [EventRow(r[0], r[1], r[2], r[3], r[4], json.loads(r[5] or "{}")) for r in self._q(sql + " ORDER BY id", args)]
+
+    def add_artifact(self, stage: str, kind: str, path: str | Path, meta: dict | None = None) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO artifacts (stage, kind, path, meta, time) VALUES (?, ?, ?, ?, ?)",
+                (stage, kind, str(path), json.dumps(meta or {}), time.time()),
+            )
+
+    def artifacts(self, stage: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+        sql, args = "SELECT stage, kind, path, meta, time FROM artifacts WHERE 1=1", []
+        if stage:
+            sql, args = sql + " AND stage = ?", [*args, stage]
+        if kind:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        rows = self._q(sql + " ORDER BY id", args)
+        return [{"stage": r[0], "kind": r[1], "path": r[2], "meta": json.loads(r[3] or "{}"), "time": r[4]} for r in rows]
+
+    def add_sample(self, stage: str, step: int, prompt: str, completion: str, scores: dict, reward: float | None) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO samples (stage, step, prompt, completion, scores, reward, time) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (stage, step, prompt, completion, json.dumps(scores), _clean(reward), time.time()),
+            )
+
+    def samples(self, stage: str, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self._q(
+            "SELECT id, step, prompt, completion, scores, reward FROM samples WHERE stage = ? ORDER BY id DESC LIMIT ?",
+            (stage, limit),
+        )
+        return [
+            {"id": r[0], "step": r[1], "prompt": r[2], "completion": r[3], "scores": json.loads(r[4]), "reward": r[5]}
+            for r in rows
+        ]
+
+    # -- results (per-stage structured outputs: battery cells, ratings, sweep cells) --------
+
+    def put_result(self, stage: str, kind: str, key: str, data: dict) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO results (stage, kind, key, data, time) VALUES (?, ?, ?, ?, ?)",
+                (stage, kind, key, json.dumps(data), time.time()),
+            )
+
+    def results(self, stage: str, kind: str) -> dict[str, dict]:
+        rows = self._q("SELECT key, data FROM results WHERE stage = ? AND kind = ? ORDER BY id", (stage, kind))
+        return {r[0]: json.loads(r[1]) for r in rows}
