@@ -130,6 +130,10 @@ async def traces_under_load(root: Path, run: Path) -> None:
             await pilot.pause(0.05)
             if "100000 of 100000" in str(count.render()):
                 break
+        agreement = app.screen.query_one("#agreement")
+        if not agreement.display:
+            await pilot.press("a")  # the agreement pane opens on `a` where it starts closed
+            await pilot.pause(0.5)
         clock = FrameClock(app, TraceTable)
         writer, stop = start_writer(run)
         await pilot.pause(1.0)
@@ -152,7 +156,6 @@ async def traces_under_load(root: Path, run: Path) -> None:
         await pilot.pause(0.5)
         rate = stop_writer(writer, stop)
         clock.close()
-        agreement = app.screen.query_one("#agreement")
         shown = bool(agreement.display and agreement.size.height)
     print(f"ui_panel: traces screen, 100,000 traces, key press -> repainted frame while another process commits "
           f"{rate:,.0f} metric rows/s and the poller ingests them ({polls} polls applied during {len(keys)} keys "
