@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
-
 IS_WINDOWS = sys.platform == "win32"
 START_TIME_TOLERANCE_S = 1.0
 
@@ -72,6 +70,8 @@ def same_process(pid: int | None, started: float | None) -> bool | None:
     another time: pid reuse, a reboot). None: a process has the pid but which one cannot be told (no start time
     was recorded, or the OS will not say). psutil reads the start time from /proc on Linux, from the process's
     creation time (GetProcessTimes) on Windows, and from the kernel's process table on macOS."""
+    import psutil  # here, not at the top: workers, which only get signalled, do not pay for it
+
     if not pid or pid <= 0:
         return False
     try:
@@ -90,6 +90,8 @@ def same_process(pid: int | None, started: float | None) -> bool | None:
 
 def process_started(pid: int) -> float | None:
     """The start time of a live process (seconds since the epoch), the second half of its identity."""
+    import psutil
+
     try:
         return psutil.Process(pid).create_time()
     except psutil.Error:
