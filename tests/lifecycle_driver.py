@@ -227,22 +227,24 @@ class Sequence:
 
     def _skip(self):
         stage = self.rng.choice(STAGES)
-        self.checker.allow(stage, "skip")
         sup.skip(self.run_dir, stage)
+        self.checker.allow(stage, "skip")  # only a skip that was accepted may change a final status
         with RunStore(self.run_dir / "run.db", readonly=True) as store:
             if sup.run_driven(store):
                 self.out.counts["skips while the run was driven"] += 1
         return stage
 
     def _resume(self):
+        pid = sup.resume(self.run_dir)
         for stage in STAGES:
             self.checker.allow(stage, "reset")
-        return sup.resume(self.run_dir)
+        return pid
 
     def _start_stage(self):
         stage = self.rng.choice(STAGES)
+        pid = sup.start_stage(self.run_dir, stage)
         self.checker.allow(stage, "reset")
-        return sup.start_stage(self.run_dir, stage)
+        return pid
 
     def _kill_worker(self):
         with RunStore(self.run_dir / "run.db", readonly=True) as store:
