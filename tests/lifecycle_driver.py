@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -363,7 +364,10 @@ def run_sequences(root: Path, n: int, seed: int = 0, steps: tuple[int, int] = (3
 
     def one(i: int) -> None:
         rng = random.Random(seed + i)
-        outcome = Sequence(root, seed + i).run(rng.randint(*steps))
+        sequence = Sequence(root, seed + i)
+        outcome = sequence.run(rng.randint(*steps))
+        if not outcome.violations:  # a clean run is not worth its disk (a soak makes thousands); keep the others
+            shutil.rmtree(sequence.run_dir, ignore_errors=True)
         with lock:
             total.add(outcome)
             if progress:
