@@ -20,7 +20,7 @@ def printable(text: str) -> str:
 
 def follow(run_dir: Path, only: list[str] | None = None) -> int:
     """Show progress until the run stops. Ctrl-C cancels politely. Exit 0 when every asked stage succeeded."""
-    with Follower(run_dir, metrics=False, samples=False, readonly=False) as follower:
+    with Follower(run_dir, metrics=False, samples=False) as follower:
         view = _RichView() if sys.stdout.isatty() else _PlainView()
         wanted: list[str] = list(only or [])
         last: list[StageRow] = []
@@ -34,7 +34,7 @@ def follow(run_dir: Path, only: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("\ncancelling: the stage saves a checkpoint and stops (resume with `aba resume`)...", file=sys.stderr)
             sup.cancel(run_dir)
-            last = sup.refresh(follower.store)
+            last = sup.notice_crashes(follower.store)
     rows = {r.name: r for r in last}
     bad = [rows[n] for n in wanted if n in rows and rows[n].status != "succeeded"]
     for r in bad:
@@ -44,7 +44,7 @@ def follow(run_dir: Path, only: list[str] | None = None) -> int:
 
 def tail(run_dir: Path, stage: str | None, keep_following: bool) -> int:
     """Print the run's log (one stage's with `stage`); with `keep_following`, until the run stops."""
-    with Follower(run_dir, metrics=False, samples=False, log_stage=stage, readonly=False) as follower:
+    with Follower(run_dir, metrics=False, samples=False, log_stage=stage) as follower:
         for delta in follower.follow(interval=0.5, once=not keep_following):
             for log in delta.logs:
                 print(f"{when(log.time)} [{log.stage}] {log.level}: {printable(log.message)}", flush=True)

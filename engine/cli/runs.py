@@ -86,9 +86,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             table.add_row(r.id, r.name, when(r.created), r.state, stages)
         console().print(table)
         return 0
-    run_dir, store = open_run(args)
+    run_dir, store = open_run(args, readonly=True)
     with store:
-        rows = sup.refresh(store)
+        rows = sup.notice_crashes(store)
         events = store.events(kind="fallback")
         if args.json:
             out = {"id": run_dir.name, "state": sup.run_state(rows), "stages": [_stage_json(r) for r in rows],
@@ -114,8 +114,7 @@ def _stage_json(r) -> dict[str, Any]:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    run_dir, store = open_run(args)  # opened once for its checks and migrations; the follower reads
-    store.close()
+    run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
     return tail(run_dir, args.stage, args.follow)
 
 

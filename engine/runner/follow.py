@@ -50,14 +50,13 @@ class Follower:
     """Owned by one thread: its own connection, cursors and EMA state.
 
     The panel reads everything; the CLI asks for no metrics and no samples (it shows stages and logs), and `aba tail
-    --stage` for one stage's logs only. The stage rows come from `supervisor.refresh`, so a dead worker is marked
-    crashed by whoever follows, panel or CLI.
+    --stage` for one stage's logs only. A dead worker is marked
+    crashed by whoever follows, panel or CLI (`supervisor.notice_crashes`).
     """
 
-    def __init__(self, run_dir: Path, *, metrics: bool = True, samples: bool = True, log_stage: str | None = None,
-                 readonly: bool = True):
+    def __init__(self, run_dir: Path, *, metrics: bool = True, samples: bool = True, log_stage: str | None = None):
         self.run_dir = run_dir
-        self.store = RunStore(run_dir / "run.db", readonly=readonly)
+        self.store = RunStore(run_dir / "run.db", readonly=True)  # a crash it notices goes through its own writer
         self.want_metrics, self.want_samples, self.log_stage = metrics, samples, log_stage
         self.metric_cursor = 0
         self.log_cursor = 0
@@ -76,8 +75,8 @@ class Follower:
 
     def poll(self) -> Delta:
         # Stages first: when they say the run is over, every row read after them is already written.
-        stages = sup.refresh(self.store)
-        active = any(s.status == "running" for s in stages) or sup.pid_alive(self.store.run_info().get("driver_pid"))
+        stages = sup.notice_crashes(self.store)
+        active = any(s.status == "running" for s in stages) or sup.run_driven(self.store)
         metrics, oldest, more = self._metrics()
         logs = self.store.logs_since(self.log_cursor, stage=self.log_stage, limit=LOG_CHUNK)
         if logs:
