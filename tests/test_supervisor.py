@@ -30,7 +30,7 @@ def _wait_status(run_dir, stage, statuses, timeout=15.0):
     deadline = time.monotonic() + timeout
     with RunStore(run_dir / "run.db") as store:
         while time.monotonic() < deadline:
-            row = sup.notice_crashes(store)
+            row = sup.refresh(store)
             row = next(r for r in row if r.name == stage)
             if row.status in statuses:
                 return row
