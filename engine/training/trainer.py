@@ -103,8 +103,13 @@ def train_with_fallbacks(
     """Train; on CUDA out-of-memory, apply the next fallback and retry from the last checkpoint (at most 3 times)."""
     import torch
 
+    from transformers import set_seed
+
     used = 0
     while True:
+        # TRL wraps the model in its LoRA before Trainer.__init__ seeds: seed first, so the LoRA's initial weights
+        # never depend on what ran earlier in the process.
+        set_seed(ctx.cfg.run.seed)
         trainer = build(knobs)
         resume = latest_checkpoint(ckpt_dir)
         if resume:
