@@ -160,8 +160,9 @@ def launch(run_dir: Path, only: list[str] | None = None) -> int:
     return proc.pid
 
 
-def start(cfg_path: str | Path, root: Path, stages: list[str] | None = None) -> Path:
-    run_dir = create_run(cfg_path, root, stages)
+def start(cfg_path: str | Path, root: Path, stages: list[str] | None = None, *, name: str | None = None,
+          data_from: str | None = None) -> Path:
+    run_dir = create_run(cfg_path, root, stages, name=name, data_from=data_from)
     launch(run_dir)
     return run_dir
 

@@ -1,0 +1,53 @@
+"""Same config + same seed + same data -> the same numbers: two demo runs compared metric row by metric row."""
+
+from __future__ import annotations
+
+from engine.reporting.compare import WALL_CLOCK_KEYS, is_wall_clock
+from engine.runner import supervisor as sup
+from engine.store import RunStore
+from tests.conftest import aba, demo_variant, run_id_of
+
+STAGES = "datagen,judge,sft,grpo"
+
+
+def _rows(run_dir) -> list[tuple]:
+    """Every metric row as (stage, step, key, value), wall-clock keys left out by name (WALL_CLOCK_KEYS)."""
+    with RunStore(run_dir / "run.db", readonly=True) as s:
+        rows = s.metrics_since(0, limit=10_000_000)
+    return sorted((r.stage, r.step, r.key, r.value) for r in rows if not is_wall_clock(r.key))
+
+
+def _traces(run_dir) -> dict[str, tuple]:
+    with RunStore(run_dir / "run.db", readonly=True) as s:
+        return {h: 1 for h in s.trace_hashes().values()}, s.data_hash()
+
+
+def test_two_demo_runs_give_identical_metric_rows(tmp_path, runs_dir):
+    # Few steps (datagen 4 threads over 24 calls, judge 4 threads, 4 SFT steps, 2 GRPO steps) so both runs, made at
+    # the same time, take well under a minute; every source of order (threads finishing, dataset order, the LoRA's
+    # initial weights, sampling) is exercised.
+    cfg = demo_variant(
+        tmp_path, datagen__max_prompts=6, sft__max_steps=4, sft__per_device_train_batch_size=2, sft__min_score=0.3,
+        grpo__max_steps=2, grpo__num_generations=2, grpo__per_device_train_batch_size=2,
+        grpo__gradient_accumulation_steps=1, grpo__max_completion_length=16, grpo__sample_every=1,
+    )
+    ids = []
+    for _ in range(2):
+        proc = aba("run", str(cfg), "--stages", STAGES, "--detach")
+        assert proc.returncode == 0, proc.stderr
+        ids.append(run_id_of(proc))
+    dirs = [sup.resolve_run(i, runs_dir) for i in ids]
+    for d in dirs:
+        rows = sup.wait(d, timeout_s=300)
+        bad = [(r.name, r.status, r.reason) for r in rows if r.selected and r.status != "succeeded"]
+        assert not bad, bad
+    a, b = _rows(dirs[0]), _rows(dirs[1])
+    stages = {r[0] for r in a}
+    assert stages == {"datagen", "judge", "sft", "grpo"}, stages
+    assert {"loss", "reward", "llm/tokens_in", "judge/ok"} <= {r[2] for r in a}
+    assert len(a) == len(b) and a == b, next((x, y) for x, y in zip(a, b) if x != y) if len(a) == len(b) else (len(a), len(b))
+    assert _traces(dirs[0]) == _traces(dirs[1])  # the same traces and scores (ids may follow finishing order)
+    # The wall-clock keys really are there and really differ: that is why, and only why, they are left out.
+    with RunStore(dirs[0] / "run.db", readonly=True) as s:
+        keys = {k for _, k in s.metric_keys()}
+    assert {"llm/latency_s", "step_time_s"} <= keys and {"llm/latency_s", "step_time_s"} <= WALL_CLOCK_KEYS
