@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from engine.config.overrides import apply_overrides
+from engine.config.overrides import with_overrides
 from engine.dims import DIMENSIONS, equal_weights
 from engine.errors import UserError
 from engine.reporting.agreement import pooled_judge_agreement
@@ -63,7 +63,7 @@ def test_data_from_run_trains_on_exactly_the_sources_traces_and_edits(tmp_path, 
 
 def test_config_key_data_from_run_and_copy_of_a_copy(runs_dir):
     src = _source(runs_dir)
-    cfg = apply_overrides(DEMO, [f"data.from_run={src.name}"])
+    cfg = with_overrides(DEMO, [f"data.from_run={src.name}"])
     first = sup.create_run(DEMO, runs_dir, ["sft"], cfg=cfg)
     second = sup.create_run(DEMO, runs_dir, ["sft"], data_from=first.name, name="second try")
     with RunStore(second / "run.db", readonly=True) as s:

@@ -10,7 +10,7 @@ from app.app import make_app
 from app.widgets.chart import LineChart
 from engine import config
 from engine.config import STAGES
-from engine.config.overrides import apply_overrides
+from engine.config.overrides import with_overrides
 from engine.dims import DIMENSIONS, equal_weights
 from engine.store import RunStore
 from tests.conftest import DEMO
@@ -24,7 +24,7 @@ def make_three_runs(root):
     C: data taken from A, named by hand, SFT only."""
     make_fixture_run(root, A)
     b = make_fixture_run(root, B, with_metrics=False)
-    config.save(apply_overrides(DEMO, ["grpo.learning_rate=5e-5"]), b / "config.toml")
+    config.save(with_overrides(DEMO, ["grpo.learning_rate=5e-5"]), b / "config.toml")
     with RunStore(b / "run.db") as s:
         s._conn.execute("UPDATE run SET name = 'demo grpo.learning_rate=5e-05', created = ?", (T0 + 86400,))
         rows = []

@@ -16,10 +16,10 @@ from engine.store import FINAL, RunStore
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from engine.config.overrides import apply_overrides
+    from engine.config.overrides import with_overrides
 
     sets = getattr(args, "set", None) or []
-    cfg = apply_overrides(args.config, sets) if sets else config_mod.load(args.config)
+    cfg = with_overrides(args.config, sets) if sets else config_mod.load(args.config)
     if getattr(args, "use_standard", False):
         cfg.model.backend = "standard"
     stages = sup.parse_stages(args.stages) if args.stages else None

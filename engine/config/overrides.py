@@ -17,7 +17,7 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(path: str | Path, sets: list[str]) -> Config:
+def with_overrides(path: str | Path, sets: list[str]) -> Config:
     """The config at `path` with each `section.key=value` in `sets` applied; an unknown key or bad value is one line."""
     path = Path(path)
     try:

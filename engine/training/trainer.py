@@ -28,6 +28,7 @@ def common_args(ctx: StageContext, output_dir: Path, logging_steps: int) -> dict
         "save_total_limit": 2,
         "report_to": "none",
         "seed": ctx.cfg.run.seed,
+        "data_seed": ctx.cfg.run.seed,  # the sampler's shuffle: the same order of examples in every run
         "use_cpu": cpu,
         "bf16": not cpu and ctx.cfg.model.dtype == "bfloat16",
         "fp16": not cpu and ctx.cfg.model.dtype == "float16",
