@@ -46,7 +46,10 @@ def test_data_from_run_trains_on_exactly_the_sources_traces_and_edits(tmp_path, 
     assert proc.returncode == 0, proc.stderr
     new = sup.resolve_run(run_id_of(proc), runs_dir)
     shutil.rmtree(src)  # the source goes away while the new run trains: its data is the new run's own copy
-    rows = sup.wait(new, timeout_s=300)
+    try:
+        rows = sup.wait(new, timeout_s=900)
+    finally:
+        sup.cancel(new, grace_s=2)
     assert {r.name: r.status for r in rows if r.selected} == {"sft": "succeeded"}, [(r.name, r.reason) for r in rows]
     hashes, digest, edits, effective = _state(new)
     assert hashes == before[0] and digest == before[1]  # the very same trace ids with the very same content

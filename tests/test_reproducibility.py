@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from engine import config
 from engine.reporting.compare import WALL_CLOCK_KEYS, is_wall_clock
 from engine.runner import supervisor as sup
 from engine.store import RunStore
+from engine.training import models
 from tests.conftest import aba, demo_variant, run_id_of
 
 STAGES = "datagen,judge,sft,grpo"
@@ -31,16 +33,22 @@ def test_two_demo_runs_give_identical_metric_rows(tmp_path, runs_dir):
         grpo__max_steps=2, grpo__num_generations=2, grpo__per_device_train_batch_size=2,
         grpo__gradient_accumulation_steps=1, grpo__max_completion_length=16, grpo__sample_every=1,
     )
+    # The tiny base is built once into the session's cache here, not by both runs at once.
+    models.materialize_demo_base("demo:tiny-qwen3", config.load(cfg).run.seed, tmp_path / "prebuilt")
     ids = []
     for _ in range(2):
         proc = aba("run", str(cfg), "--stages", STAGES, "--detach")
         assert proc.returncode == 0, proc.stderr
         ids.append(run_id_of(proc))
     dirs = [sup.resolve_run(i, runs_dir) for i in ids]
-    for d in dirs:
-        rows = sup.wait(d, timeout_s=300)
-        bad = [(r.name, r.status, r.reason) for r in rows if r.selected and r.status != "succeeded"]
-        assert not bad, bad
+    try:
+        for d in dirs:
+            rows = sup.wait(d, timeout_s=900)  # room for a loaded CI box
+            bad = [(r.name, r.status, r.reason) for r in rows if r.selected and r.status != "succeeded"]
+            assert not bad, bad
+    finally:
+        for d in dirs:  # a failed or timed-out test leaves no worker behind
+            sup.cancel(d, grace_s=2)
     a, b = _rows(dirs[0]), _rows(dirs[1])
     stages = {r[0] for r in a}
     assert stages == {"datagen", "judge", "sft", "grpo"}, stages
@@ -51,3 +59,27 @@ def test_two_demo_runs_give_identical_metric_rows(tmp_path, runs_dir):
     with RunStore(dirs[0] / "run.db", readonly=True) as s:
         keys = {k for _, k in s.metric_keys()}
     assert {"llm/latency_s", "step_time_s"} <= keys and {"llm/latency_s", "step_time_s"} <= WALL_CLOCK_KEYS
+
+
+def test_in_order_hands_results_on_by_position_whatever_order_threads_finish_in():
+    import random
+    import threading
+    import time
+
+    from engine.llm.ordered import InOrder
+
+    seen: list[int] = []
+    ordered = InOrder(lambda pos, payload: seen.append(payload))
+    delays = list(range(40))
+    random.Random(0).shuffle(delays)
+
+    def one(pos: int) -> None:
+        time.sleep(delays[pos] / 2000)  # later positions often finish first
+        ordered.done(pos, pos)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == list(range(40))
