@@ -10,6 +10,9 @@ from engine.training import models
 from tests.conftest import aba, demo_variant, run_id_of
 
 STAGES = "datagen,judge,sft,grpo"
+# One torch thread per worker: the two runs share the CPU, and OpenMP threads spinning against each other on a busy
+# machine cost more than they give. Both runs use the same setting, which is all reproducibility asks.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def _rows(run_dir) -> list[tuple]:
@@ -34,10 +37,17 @@ def test_two_demo_runs_give_identical_metric_rows(tmp_path, runs_dir):
         grpo__gradient_accumulation_steps=1, grpo__max_completion_length=16, grpo__sample_every=1,
     )
     # The tiny base is built once into the session's cache here, not by both runs at once.
-    models.materialize_demo_base("demo:tiny-qwen3", config.load(cfg).run.seed, tmp_path / "prebuilt")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        models.materialize_demo_base("demo:tiny-qwen3", config.load(cfg).run.seed, tmp_path / "prebuilt")
+    finally:
+        torch.set_num_threads(threads)
     ids = []
     for _ in range(2):
-        proc = aba("run", str(cfg), "--stages", STAGES, "--detach")
+        proc = aba("run", str(cfg), "--stages", STAGES, "--detach", env=ONE_THREAD)
         assert proc.returncode == 0, proc.stderr
         ids.append(run_id_of(proc))
     dirs = [sup.resolve_run(i, runs_dir) for i in ids]

@@ -104,3 +104,33 @@ def test_snapshot_runs_screen_three_runs(snap_compare, runs_dir, marked):
         await pilot.pause(1.5)
 
     assert snap_compare(app, terminal_size=(150, 48), run_before=before)
+
+
+async def test_new_run_dialog_takes_data_from_a_run_and_a_name(tmp_path, runs_dir, busy_env, monkeypatch):
+    from textual.widgets import Input
+
+    from engine.runner import supervisor as sup
+    from tests.conftest import write_config
+
+    monkeypatch.setenv("BUSY_STEPS", "5")
+    make_fixture_run(runs_dir, A)
+    cfg = write_config(tmp_path, '[run]\nstages = ["smoke"]\n')
+    app = make_app(None, runs_dir, cfg)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("n")
+        await pilot.pause(0.8)
+        dialog = app.screen
+        dialog.query_one("#newrun-data", Select).value = A  # offered: runs that have traces
+        dialog.query_one("#newrun-name", Input).value = "weights v2"
+        dialog.query_one("#newrun-name", Input).focus()
+        await pilot.press("enter")
+        for _ in range(100):  # the panel opens the new run once it is created
+            await pilot.pause(0.1)
+            if app.model.run_dir is not None:
+                break
+        await pilot.pause(0.5)
+    new = [d for d in sup.list_run_dirs(runs_dir) if d.name != A]
+    assert len(new) == 1 and app.model.run_dir == new[0]
+    sup.wait(new[0], timeout_s=60)
+    with RunStore(new[0] / "run.db", readonly=True) as s:
+        assert s.run_info()["name"] == "weights v2" and s.lineage()["source_id"] == A and s.trace_count() == 12
