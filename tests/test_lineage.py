@@ -15,6 +15,7 @@ from engine.reporting.agreement import pooled_judge_agreement
 from engine.runner import supervisor as sup
 from engine.store import RunStore
 from tests.conftest import DEMO, ROOT, aba, demo_variant, run_id_of
+from tests.test_reproducibility import ONE_THREAD, prebuild_demo_base
 from tests.uifixtures import make_fixture_run
 
 QWEN = ROOT / "data" / "configs" / "qwen3-8b.toml"
@@ -42,7 +43,8 @@ def test_data_from_run_trains_on_exactly_the_sources_traces_and_edits(tmp_path, 
     src = _source(runs_dir)
     before = _state(src)
     cfg = demo_variant(tmp_path, sft__max_steps=2, sft__min_score=0.0)
-    proc = aba("run", str(cfg), "--data-from", src.name, "--stages", "sft", "--detach")
+    prebuild_demo_base(tmp_path)
+    proc = aba("run", str(cfg), "--data-from", src.name, "--stages", "sft", "--detach", env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr
     new = sup.resolve_run(run_id_of(proc), runs_dir)
     shutil.rmtree(src)  # the source goes away while the new run trains: its data is the new run's own copy

@@ -15,6 +15,18 @@ STAGES = "datagen,judge,sft,grpo"
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def prebuild_demo_base(tmp_path, seed: int = 3407) -> None:
+    """Build the tiny base once into the session's cache here, not in each run's worker at the same time."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        models.materialize_demo_base("demo:tiny-qwen3", seed, tmp_path / "prebuilt")
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _rows(run_dir) -> list[tuple]:
     """Every metric row as (stage, step, key, value), wall-clock keys left out by name (WALL_CLOCK_KEYS)."""
     with RunStore(run_dir / "run.db", readonly=True) as s:
@@ -36,15 +48,7 @@ def test_two_demo_runs_give_identical_metric_rows(tmp_path, runs_dir):
         grpo__max_steps=2, grpo__num_generations=2, grpo__per_device_train_batch_size=2,
         grpo__gradient_accumulation_steps=1, grpo__max_completion_length=16, grpo__sample_every=1,
     )
-    # The tiny base is built once into the session's cache here, not by both runs at once.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        models.materialize_demo_base("demo:tiny-qwen3", config.load(cfg).run.seed, tmp_path / "prebuilt")
-    finally:
-        torch.set_num_threads(threads)
+    prebuild_demo_base(tmp_path, config.load(cfg).run.seed)
     ids = []
     for _ in range(2):
         proc = aba("run", str(cfg), "--stages", STAGES, "--detach", env=ONE_THREAD)

@@ -8,12 +8,14 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from engine.dims import DIMENSIONS, weighted_score
+from engine.dims import DIMENSIONS, TIERS, weighted_score
 from engine.store.db import StoreError
 
 # Trace ids follow the order concurrent calls finished in; everything that feeds training or a metric series reads
-# traces in this order instead (prompt, tier, index, call key), so the same data gives the same numbers.
-STABLE_ORDER = "t.prompt_id, t.tier, t.idx, t.call_key"
+# traces in the order datagen makes its calls instead (prompt, tier as in TIERS, index, then call key), so the same
+# data gives the same numbers, and a datagen with one call in flight gives ids in this very order.
+STABLE_ORDER = ("t.prompt_id, " + "CASE t.tier " + " ".join(f"WHEN '{t}' THEN {i}" for i, t in enumerate(TIERS))
+                + f" ELSE {len(TIERS)} END, t.idx, t.call_key")
 
 class TracesMixin:
     """Mixed into RunStore: needs `_tx`, `_q` and `path` from Database."""
