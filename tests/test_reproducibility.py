@@ -97,3 +97,22 @@ def test_in_order_hands_results_on_by_position_whatever_order_threads_finish_in(
     for t in threads:
         t.join()
     assert seen == list(range(40))
+
+
+def test_training_and_judging_read_traces_in_call_order_not_finishing_order(tmp_path):
+    import random
+
+    from engine.dims import TIERS
+
+    calls = [(p, tier, idx) for p in range(3) for tier in TIERS for idx in range(2)]
+    finished = calls[:]
+    random.Random(1).shuffle(finished)  # the order threads happened to finish in: the ids follow it
+    with RunStore(tmp_path / "run.db", create=True) as s:
+        pids = [s.add_prompt(f"p{p}", "safety", [{"role": "user", "content": f"q{p}"}], "test") for p in range(3)]
+        for p, tier, idx in finished:
+            s.add_trace({"call_key": f"{p}-{tier}-{idx}", "prompt_id": pids[p], "category": "safety", "tier": tier,
+                         "idx": idx, "reasoning": "r", "answer": "a"})
+        order = [(t["prompt_id"] - pids[0], t["tier"], t["idx"]) for t in s.traces()]
+        judged = [s.trace(i) for i in s.unjudged_trace_ids()]
+    assert order == calls
+    assert [(t["prompt_id"] - pids[0], t["tier"], t["idx"]) for t in judged] == calls
