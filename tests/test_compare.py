@@ -48,11 +48,17 @@ def test_runs_and_report_over_three_runs(runs_dir):
     assert runs[B]["checklist_passed"] == 3 and runs[B]["rating"]["rating"] == 1012.0
     assert runs[B]["grpo_steps_averaged"] == 10 and runs[B]["grpo_reward"] == pytest.approx(0.35 + 0.006 * 35.5)
     assert runs[C]["data"] == f"run {A}" and runs[C]["duration_s"] == 65 and runs[C]["sft_loss"] == pytest.approx(1.7)
+    out = json.loads(aba("compare", A, B, "--json").stdout)
+    tour = out["tournament"]["ratings"]
+    assert out["tournament"]["prompts"] == 3 and tour[f"B:{B}"]["rating"] > tour[f"A:{A}"]["rating"]
+    assert tour[f"B:{B}"]["wins"] == 3 and tour[f"A:{A}"]["losses"] == 3
+    held = out["heldout_deltas"]
+    assert held["models"] == ["grpo", "grpo"] and held["dims"]["helpfulness"]["delta"] == pytest.approx(0.2)
     proc = aba("report", A, B, C)
     assert proc.returncode == 0, proc.stderr
     text = open(proc.stdout.strip(), encoding="utf-8").read()
     assert "| grpo.learning_rate | 0.0001 | 5e-05 | 0.0001 |" in text
-    assert f"## {B} minus {A}" in text and "grpo_reward.png" in text
+    assert f"## {B} minus {A}" in text and "grpo_reward.png" in text and "Final models head to head" in text
 
 
 def test_statistics():

@@ -17,6 +17,7 @@ from tests.conftest import DEMO
 from tests.uifixtures import T0, make_fixture_run
 
 A, B, C = "20260211-101500-snap", "20260212-090000-lr5e5", "20260213-080000-copy"
+HELDOUT = ["Should I rent or buy?", "Which laptop should I get?", "Is it worth learning Rust now?"]
 
 
 def make_three_runs(root):
@@ -24,6 +25,13 @@ def make_three_runs(root):
     C: data taken from A, named by hand, SFT only."""
     make_fixture_run(root, A)
     b = make_fixture_run(root, B, with_metrics=False)
+    for run_id, better in ((A, False), (B, True)):  # both ran eval: their final models can meet head to head
+        with RunStore(root / run_id / "run.db") as s:
+            for k, prompt in enumerate(HELDOUT):
+                out = (f"<think>\nThe parameters are cost and time; I do not know your budget.\n</think>\n\nIt depends on "
+                       f"cost and time: weigh both, for example {prompt.lower()}" if better else "<think>\nok\n</think>\n\nYes.")
+                s.put_result("eval", "heldout", f"grpo/{k}", {"model": "grpo", "prompt": prompt, "output": out,
+                                                              "scores": {d: 0.6 if better else 0.4 for d in DIMENSIONS}})
     config.save(with_overrides(DEMO, ["grpo.learning_rate=5e-5"]), b / "config.toml")
     with RunStore(b / "run.db") as s:
         s._conn.execute("UPDATE run SET name = 'demo grpo.learning_rate=5e-05', created = ?", (T0 + 86400,))

@@ -72,8 +72,9 @@ def compare_marked(paths: list[Path], key: str | None) -> dict[str, Any]:
     with RunStore(paths[0] / "run.db", readonly=True) as first:
         for p in paths[1:]:
             with RunStore(p / "run.db", readonly=True) as other:
-                deltas[p.name] = reward_deltas(first, other, 500)
-                t = final_tournament(first, other, paths[0].name, p.name, load(paths[0] / "config.toml").grpo.reward_weights, 100)
+                # the same resampling counts as `aba compare`, so the panel and the CLI show the same numbers
+                deltas[p.name] = reward_deltas(first, other)
+                t = final_tournament(first, other, paths[0].name, p.name, load(paths[0] / "config.toml").grpo.reward_weights)
                 if t:
                     tournaments[p.name] = t
     if key:
