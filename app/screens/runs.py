@@ -1,5 +1,4 @@
-"""Runs, newest first, with what each one did: mark two or more to see their config diff, reward deltas, a
-tournament between their final models, and any metric they share overlaid on one chart."""
+"""Runs with what each one did; marked runs compared: config diff, reward deltas, tournament, one metric overlaid."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Run summaries and run-against-run comparisons: config diff, reward deltas with intervals, final-model tournament.
-Used by `aba runs`, `aba compare`, `aba report` over several runs, and the panel's runs screen."""
+"""Run summaries and comparisons (config diff, reward deltas, final-model tournament) for the CLI and the panel."""
 
 from __future__ import annotations
 
