@@ -63,6 +63,7 @@ def test_runs_and_report_over_three_runs(runs_dir):
 
 def test_statistics():
     assert is_wall_clock("step_time_s") and is_wall_clock("entropy_reduction/step_time_s") and not is_wall_clock("loss")
+    assert is_wall_clock("judge/wall_s") and is_wall_clock("vram/used_mb") and not is_wall_clock("vram/estimate_mb")
     mean, lo, hi = diff_interval([1.0, 1.1, 0.9, 1.0], [2.0, 2.1, 1.9, 2.0])
     assert mean == pytest.approx(1.0) and lo < 1.0 < hi and lo > 0.8
     assert diff_interval([], [1.0]) is None

@@ -10,16 +10,21 @@ from typing import Any
 from engine.dims import DIMENSIONS
 from engine.store import RunStore
 
-# Metric keys that measure the machine's speed, not the run's numbers: two identical runs differ only in these.
-WALL_CLOCK_KEYS = frozenset({"llm/latency_s", "step_time", "step_time_s", "tokens_per_s", "train_runtime"})
+# Metric keys that measure the machine (its clock, its memory), not the run's numbers: two identical runs differ
+# only in these. Matched by name, or by their last part (`<dim>/step_time_s`, `judge/wall_s`).
+WALL_CLOCK_KEYS = frozenset({"llm/latency_s", "step_time", "step_time_s", "tokens_per_s", "train_runtime",
+                             "wall_s", "step_share"})
+MEASURED_PREFIXES = ("vram/",)  # device memory as sampled; vram/estimate_mb is computed, so it stays compared
 LAST_STEPS = 10  # a run's final GRPO reward: the mean of its last 10 logged steps
 CHECKLIST_ITEMS = 5
 FINAL_MODELS = ("grpo", "sft", "base")  # a run's final model: the furthest stage of the pipeline it evaluated
 
 
 def is_wall_clock(key: str) -> bool:
-    """Timing keys, prefixed ones too (grpo-dims writes `<dim>/step_time_s`)."""
-    return key in WALL_CLOCK_KEYS or key.rsplit("/", 1)[-1] in WALL_CLOCK_KEYS
+    """Timing and measured-memory keys, prefixed ones too (grpo-dims writes `<dim>/step_time_s`)."""
+    if key.endswith("vram/estimate_mb"):
+        return False
+    return key in WALL_CLOCK_KEYS or key.rsplit("/", 1)[-1] in WALL_CLOCK_KEYS or key.startswith(MEASURED_PREFIXES)
 
 
 def _last(values: list[float | None], n: int = LAST_STEPS) -> list[float]:
