@@ -17,6 +17,7 @@ from pathlib import Path
 from engine import config as config_mod
 from engine.config import STAGES, Config
 from engine.errors import UserError
+from engine.runner.grace import stop_grace
 from engine.runner.procs import ask_to_stop, describe_exit, kill_tree, pid_alive, spawn_detached
 from engine.store import FINAL, RunStore, StageRow
 
@@ -209,7 +210,8 @@ def drive(run_dir: Path, only: list[str] | None = None) -> int:
 
 
 def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None, wait: bool = True) -> list[str]:
-    """Ask running stages to stop at their next step (they save a checkpoint); kill after the grace period."""
+    """Ask running stages to stop at their next step (they save a checkpoint); kill after the grace period:
+    `grace_s` when given, else run.cancel_grace_s stretched to 2 x the slowest recent step (runner.grace)."""
     with RunStore(run_dir / "run.db") as store:
         cfg = config_mod.load(run_dir / "config.toml")
         grace = cfg.run.cancel_grace_s if grace_s is None else grace_s
@@ -222,6 +224,11 @@ def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None
             if row.status == "running" and row.pid:
                 ask_to_stop(row.pid)
         running = [r for r in targets if r.status == "running"]
+        if grace_s is None and running:  # the config's grace stretches to the measured step time
+            stops = [stop_grace(store, r.name, grace) for r in running]
+            for row, (_, line) in zip(running, stops):
+                store.log(row.name, line, "warn")
+            grace = max(g for g, _ in stops)
         if not wait:
             return [r.name for r in targets]
         deadline = time.monotonic() + grace
