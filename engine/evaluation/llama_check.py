@@ -7,7 +7,6 @@ the export stage. The stage runs `python -m engine.evaluation.llama_check COMMAN
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import json
 import os
 import subprocess
@@ -22,11 +21,13 @@ def available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def run(command: str, args: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
-    """Run one command in a child process. A crash, a timeout or an error comes back as {"error": "..."}."""
+def run(command: str, args: dict[str, Any], timeout_s: float = 600,
+        module: str = "engine.evaluation.llama_check") -> dict[str, Any]:
+    """Run one command in a child process (`module`'s main; tests pass one that crashes). A crash, a timeout or an
+    error comes back as {"error": "..."}."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])))
     try:
-        proc = subprocess.run([sys.executable, "-m", "engine.evaluation.llama_check", command, json.dumps(args)],
+        proc = subprocess.run([sys.executable, "-m", module, command, json.dumps(args)],
                               capture_output=True, text=True, timeout=timeout_s, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return {"error": f"llama.cpp {command} did not finish in {timeout_s:g} s"}
@@ -39,13 +40,22 @@ def run(command: str, args: dict[str, Any], timeout_s: float = 600) -> dict[str,
 
 
 def _llama(path: str, n_ctx: int = 512):
+    import llama_cpp.llama_cpp as low
     from llama_cpp import Llama
 
-    kwargs: dict[str, Any] = {"model_path": path, "n_ctx": n_ctx, "verbose": False, "seed": 0}
-    # llama.cpp's extra CPU buffer types (AMX/repacked Q8_0) crash on some CPUs; the plain path gives the same tokens.
-    if "use_extra_bufts" in inspect.signature(Llama.__init__).parameters:
-        kwargs["use_extra_bufts"] = False
-    return Llama(**kwargs)
+    # llama.cpp's extra CPU buffer types (weight repacking, the AMX Q8_0 path) crash on some CPUs; the plain path
+    # gives the same tokens. Llama() builds its params from llama_model_default_params() and exposes no argument
+    # for this field, so in this throw-away process the defaults come with it off.
+    if "use_extra_bufts" in {name for name, _ in low.llama_model_params._fields_}:
+        default = low.llama_model_default_params
+
+        def without_extra_bufts():
+            params = default()
+            params.use_extra_bufts = False
+            return params
+
+        low.llama_model_default_params = without_extra_bufts
+    return Llama(model_path=path, n_ctx=n_ctx, verbose=False, seed=0)
 
 
 def _generate(args: dict[str, Any]) -> dict[str, Any]:
