@@ -33,7 +33,7 @@ def test_demo_tokenizer_pretokenizes_exactly_as_qwen2():
 
 @pytest.fixture(scope="module")
 def demo_base(tmp_path_factory):
-    return models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path_factory.mktemp("gguf") / "run" / "base")
+    return models.materialize_demo_base("demo:tiny-qwen3", 3407, tmp_path_factory.mktemp("gguf") / "run" / "base")
 
 
 def test_gguf_general_keys_match_llama_cpp_converter(demo_base, tmp_path):
