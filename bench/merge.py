@@ -76,7 +76,8 @@ def build(folder: Path) -> tuple[Path, Path, int]:
         final = base / f"model-{i:05d}-of-{n:05d}.safetensors"
         (base / f"part-{i}.safetensors").rename(final)
         weight_map.update({k: final.name for k in names})
-    (base / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (base / "model.safetensors.index.json").write_text(json.dumps(index))
     LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=TARGETS, task_type="CAUSAL_LM",
                base_model_name_or_path=str(base)).save_pretrained(str(adapter))
     lora = {}
@@ -162,8 +163,10 @@ def main() -> int:
         m = child(IN_MEMORY, str(base), str(adapter), str(folder / "streamed"), str(folder / "in-memory"))
     print(f"streaming merge: peak RSS {s['peak_rss_mb']:.0f} MB (of which {s['import_rss_mb']:.0f} MB interpreter + "
           f"torch), {s['merged_tensors']} tensors merged in {s['seconds']:.1f} s")
-    print(f"in-memory merge (PEFT merge_and_unload + save_pretrained): peak RSS {m['peak_rss_mb']:.0f} MB in {m['seconds']:.1f} s")
-    print(f"equal to PEFT merge_and_unload: {m['equal']}/{m['compared']} tensors bit-identical, max |diff| {m['max_abs_diff']:.3g}")
+    print(f"in-memory merge (PEFT merge_and_unload + save_pretrained): peak RSS {m['peak_rss_mb']:.0f} MB "
+          f"in {m['seconds']:.1f} s")
+    print(f"equal to PEFT merge_and_unload: {m['equal']}/{m['compared']} tensors bit-identical, "
+          f"max |diff| {m['max_abs_diff']:.3g}")
     ratio_s, ratio_m = s["peak_rss_mb"] / mb, m["peak_rss_mb"] / mb
     print(f"peak RSS / model bytes: streaming {ratio_s:.2f} (target <= 0.5), in-memory {ratio_m:.2f}; "
           f"{ratio_m / ratio_s:.1f}x less memory")

@@ -127,7 +127,8 @@ class GRPOConfig:
     max_completion_length: int = _f(1024, "Longest completion, in tokens.", min=8)
     max_prompt_length: int = _f(
         512, "Longest prompt, in tokens of its chat-templated form: longer prompts lose their oldest turns, then the "
-        "start of their first kept turn (TRL 1.x has no such limit, so the grpo stage cuts them before training).", min=8)
+        "start of their first kept turn (TRL 1.x has no such limit, so the grpo stage cuts them before training).",
+        min=8)
     per_device_train_batch_size: int = _f(1, "Batch size (memory constraint).", min=1)
     gradient_accumulation_steps: int = _f(8, "Effective batch = 8.", min=1)
     max_steps: int = _f(500, "Optimizer steps.", min=1)

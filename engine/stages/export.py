@@ -1,4 +1,4 @@
-"""Step 4: the LoRA merged into its base on the CPU (streamed from the files), saved as safetensors, then GGUF, verified."""
+"""Step 4: the LoRA merged into its base on the CPU (streamed), saved as safetensors, then GGUF, verified."""
 
 from __future__ import annotations
 
