@@ -4,6 +4,7 @@ stage, and (where llama-cpp-python is installed) the same greedy tokens as trans
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -32,8 +33,17 @@ def test_demo_tokenizer_pretokenizes_exactly_as_qwen2():
 
 
 @pytest.fixture(scope="module")
-def demo_base(tmp_path_factory):
-    return models.materialize_demo_base("demo:tiny-qwen3", 3407, tmp_path_factory.mktemp("gguf") / "run" / "base")
+def demo_base(tmp_path_factory, _model_cache):
+    # Module-scoped, so it runs before the per-test fixture that points ABA_CACHE_DIR at the session's model cache.
+    old = os.environ.get("ABA_CACHE_DIR")
+    os.environ["ABA_CACHE_DIR"] = str(_model_cache)
+    try:
+        return models.materialize_demo_base("demo:tiny-qwen3", 3407, tmp_path_factory.mktemp("gguf") / "run" / "base")
+    finally:
+        if old is None:
+            os.environ.pop("ABA_CACHE_DIR", None)
+        else:
+            os.environ["ABA_CACHE_DIR"] = old
 
 
 def test_gguf_general_keys_match_llama_cpp_converter(demo_base, tmp_path):
