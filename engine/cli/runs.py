@@ -124,6 +124,14 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
+    if args.grace is None:  # say how long the stop may take before waiting for it
+        from engine.runner.grace import stop_grace
+
+        with RunStore(run_dir / "run.db") as store:
+            base = config_mod.load(run_dir / "config.toml").run.cancel_grace_s
+            for row in store.stages():
+                if row.status == "running" and (args.stage is None or row.name == args.stage):
+                    print(stop_grace(store, row.name, base)[1], file=sys.stderr, flush=True)
     names = sup.cancel(run_dir, args.stage, grace_s=args.grace)
     if not names:
         print(f"run {run_dir.name}: nothing running or pending")
