@@ -12,9 +12,10 @@ from textual.command import Hit, Hits, Provider
 from textual.worker import Worker, WorkerState
 
 from app.messages import RunDelta, RunOpened
-from app.watch import Poller, RunModel
+from app.watch import RunModel
 from engine import config as config_mod
 from engine.runner import supervisor as sup
+from engine.runner.follow import Follower
 from engine.dims import equal_weights
 from engine.errors import UserError
 
@@ -100,7 +101,7 @@ class AbaApp(App):
         from textual.worker import get_current_worker
 
         worker = get_current_worker()
-        poller = Poller(run_dir)
+        poller = Follower(run_dir)  # the same reader `aba run` and `aba tail` follow with
         try:
             while not worker.is_cancelled:
                 delta = poller.poll()

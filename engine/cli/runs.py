@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 from engine import config as config_mod
 from engine.cli.common import DEMO_CONFIG, console, open_run, when
+from engine.cli.follow import follow, tail
 from engine.runner import supervisor as sup
-from engine.store import FINAL, RunStore
+from engine.store import RunStore
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -73,93 +71,6 @@ def cmd_skip(args: argparse.Namespace) -> int:
     return 0
 
 
-def follow(run_dir: Path, only: list[str] | None = None) -> int:
-    """Show progress until the run stops. Ctrl-C cancels politely. Exit 0 when every asked stage succeeded."""
-    store = RunStore(run_dir / "run.db", readonly=True)
-    wanted = only or [r.name for r in store.stages() if r.selected]
-    try:
-        if sys.stdout.isatty():
-            _follow_rich(run_dir, store, wanted)
-        else:
-            _follow_plain(run_dir, store, wanted)
-    except KeyboardInterrupt:
-        print("\ncancelling: the stage saves a checkpoint and stops (resume with `aba resume`)...", file=sys.stderr)
-        sup.cancel(run_dir)
-    rows = {r.name: r for r in sup.notice_crashes(store)}
-    store.close()
-    bad = [rows[n] for n in wanted if rows[n].status != "succeeded"]
-    for r in bad:
-        print(f"{r.name}: {r.status}" + (f": {r.reason}" if r.reason else ""), file=sys.stderr)
-    return 0 if not bad else 1
-
-
-def _running(store: RunStore) -> bool:
-    rows = sup.notice_crashes(store)
-    return any(r.status == "running" for r in rows) or sup.run_driven(store)
-
-
-def _follow_plain(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
-    last_log = 0
-    seen: dict[str, str] = {}
-    while True:
-        alive = _running(store)
-        for row in store.stages():
-            if row.name in wanted and seen.get(row.name) != row.status:
-                seen[row.name] = row.status
-                extra = f" ({row.reason})" if row.reason and row.status in FINAL else ""
-                print(f"stage {row.name}: {row.status}{extra}", flush=True)
-        for log in store.logs_since(last_log):
-            last_log = log.id
-            print(f"  [{log.stage}] {log.message.splitlines()[0] if log.message else ''}", flush=True)
-        if not alive:
-            return
-        time.sleep(0.5)
-
-
-def _follow_rich(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
-    from rich.live import Live
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.fields[stage]:<11}"),
-        TextColumn("{task.fields[status]:<10}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}", markup=False),
-    )
-    tasks = {
-        name: progress.add_task("", total=None, stage=name, status="pending", start=False) for name in wanted
-    }
-    last_log = 0
-    messages: dict[str, str] = {}
-    with Live(progress, refresh_per_second=4, transient=False):
-        while True:
-            alive = _running(store)
-            for log in store.logs_since(last_log):
-                last_log = log.id
-                messages[log.stage] = (log.message.splitlines() or [""])[0][:80]
-            for row in store.stages():
-                if row.name not in tasks:
-                    continue
-                task = tasks[row.name]
-                if row.status != "pending" and not progress.tasks[task].started:
-                    progress.start_task(task)
-                total = row.progress_total or None
-                done = row.progress or 0
-                if row.status == "succeeded" and total:
-                    done = total
-                desc = row.progress_label or messages.get(row.name, "")
-                if row.status in FINAL and row.reason:
-                    desc = row.reason
-                progress.update(task, total=total, completed=done, status=row.status, description=desc[:100])
-                if row.status in FINAL:
-                    progress.stop_task(task)
-            if not alive:
-                return
-            time.sleep(0.25)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     root = sup.runs_dir(args.runs_dir)
     if args.run_id is None:
@@ -207,16 +118,8 @@ def _stage_json(r) -> dict[str, Any]:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    run_dir, store = open_run(args, readonly=True)
-    last = 0
-    with store:
-        while True:
-            for log in store.logs_since(last, stage=args.stage):
-                last = log.id
-                print(f"{when(log.time)} [{log.stage}] {log.level}: {log.message}", flush=True)
-            if not args.follow or not _running(store):
-                return 0
-            time.sleep(0.5)
+    run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
+    return tail(run_dir, args.stage, args.follow)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -113,7 +113,7 @@ def create_run(cfg_path: str | Path, root: Path, stages: list[str] | None = None
     chosen = parse_stages(stages) if stages else list(cfg.run.stages)
     if data_from:
         cfg.data.from_run = data_from  # the frozen config records where the data came from
-    source = datasource.load_source(cfg.data.from_run, root) if cfg.data.from_run else None
+    source = datasource.load_source(cfg.data.from_run, root, resolve_run) if cfg.data.from_run else None
     run_id = new_run_id()
     run_dir = root / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
