@@ -127,6 +127,13 @@ class GRPOConfig:
     samples_per_store: int = _f(2, "How many sample completions to store each time.", min=1)
     logging_steps: int = _f(1, "Log metrics every N steps.", min=1)
     merge_sft: bool = _f(True, "Start from the SFT adapter merged into the base (the seed's sequential SFT then GRPO).")
+    judge_max_failed_share: float = _f(
+        0.2, "Pause the stage (checkpoint, then fail with the reason) when more than this share of judge calls failed "
+        "after their retries over the last grpo.judge_failure_window steps; failed completions get no reward.",
+        min=0.0, max=1.0,
+    )
+    judge_failure_window: int = _f(10, "Steps over which grpo.judge_max_failed_share is measured.", min=1)
+    judge_cache_size: int = _f(4096, "Judged completions kept in memory (least recently used dropped first).", min=1)
 
 
 @dataclass
