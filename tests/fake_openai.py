@@ -68,6 +68,8 @@ class FakeOpenAI:
                     time.sleep(server.latency_s)
                 if fault == "429":
                     return self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0.05"})
+                if fault == "401":  # not in FAULTS: only where a test asks for it
+                    return self._send(401, b'{"error": "invalid api key"}')
                 if fault == "500":
                     return self._send(500, b'{"error": "boom"}')
                 if fault == "hang":
