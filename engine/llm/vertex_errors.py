@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import re
 
-from engine.llm.base import LLMError
+from engine.llm.base import LLMError, retriable_status
 
 # Status codes that will fail the same way on every call until the config or the account changes.
 FATAL = {400: "bad request", 401: "not authenticated", 403: "permission denied", 404: "model or location not found"}
 
 
 def _one_line(text: str, limit: int = 240) -> str:
-    return re.sub(r"\s+", " ", text or "").strip()[:limit]
+    """A server's message as one printable line (no newlines, no control sequences)."""
+    flat = re.sub(r"\s+", " ", text or "").strip()
+    return "".join(ch for ch in flat if ch.isprintable())[:limit]
 
 
 def _retry_after(response) -> float | None:
@@ -36,8 +38,8 @@ def classify(err: BaseException, project: str, location: str, model: str) -> LLM
         if code in FATAL:
             return LLMError(f"Vertex AI {code} {err.status or FATAL[code]} ({where}): {message}", status=code,
                             retriable=False, fatal=True)
-        retriable = code in (408, 429) or 500 <= code < 600
-        return LLMError(f"Vertex AI {code} {err.status or ''} ({where}): {message}", status=code, retriable=retriable,
+        return LLMError(f"Vertex AI {code} {err.status or ''} ({where}): {message}", status=code,
+                        retriable=retriable_status(code),
                         retry_after=_retry_after(err.response))
     if isinstance(err, httpx.TimeoutException):
         return LLMError(f"Vertex AI timed out ({type(err).__name__}; {where})", status=408, retriable=True)
