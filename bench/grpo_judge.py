@@ -10,15 +10,12 @@ min(concurrency, distinct completions per step)) and the step-time ratio against
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 from _util import ROOT
 
-sys.path.insert(0, str(ROOT / "tests"))
-
-STEPS = 4
+STEPS = 3
 LATENCY_S = 0.5
 CONCURRENCY = 8
 
@@ -57,7 +54,7 @@ def run(tmp: Path, judge_url: str | None, concurrency: int = CONCURRENCY) -> tup
 
 
 def main() -> None:
-    from fake_openai import FakeOpenAI
+    from tests.fake_openai import FakeOpenAI  # the tests' local OpenAI-compatible server
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
