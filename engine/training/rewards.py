@@ -176,14 +176,13 @@ class JudgeCache:
             rows = self.rows(prompts, completions)
             if first:
                 self._maybe_store_samples(prompts, completions, rows, kwargs.get("trainer_state"))
-            # A failed judge gives None in all nine functions: TRL turns None into NaN (grpo_trainer.py
-            # _calculate_rewards, "Convert None values to NaN") and, because the whole row is NaN, marks it
-            # unscorable (_generate_and_score_completions: unscorable_mask = isnan(rewards_per_func).all(dim=1)):
-            # its reward is set to NaN after the weighted nansum (which alone would have made it 0), the group
-            # baseline and std use nanmean/nanstd over the scored rows only, and nan_to_num sets its advantage to 0.
-            # A group with one scored completion gets nanstd = NaN, so its advantages are NaN -> 0 too: it
-            # contributes nothing. Such rows still count in the loss's token normaliser and in the KL term (beta),
-            # which only keeps them near the reference; the policy-gradient term is zero.
+            # A failed judge gives None in all nine functions. In TRL 1.15 (trainer/grpo_trainer.py) None becomes NaN
+            # ("Convert None values to NaN", l. 1588), and a row that is NaN in every function is marked unscorable
+            # (unscorable_mask, l. 2685): its summed reward, which nansum alone would make 0, is set back to NaN
+            # (l. 2690); the group mean and std are nanmean/nanstd over the scored rows only (l. 2691, 2696); and
+            # nan_to_num gives it advantage 0 (l. 2736). A group with fewer than two scored rows has nanstd NaN
+            # (trainer/utils.py l. 1044), so all its advantages are 0: it contributes nothing. Such rows still count
+            # in the loss's token normaliser and in the beta * KL term, which only holds them near the reference.
             return [r[dim] for r in rows]
 
         reward.__name__ = dim  # TRL logs rewards/<__name__>/mean
