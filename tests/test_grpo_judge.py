@@ -39,7 +39,7 @@ def test_one_concurrent_call_per_distinct_completion_shared_by_nine_functions():
     assert len(cache._cache) <= 6  # bounded
 
 
-def _ctx(tmp_path, url: str, **grpo):
+def _ctx(tmp_path, url: str, with_base: bool = True, **grpo):
     from engine import config
     from engine.config import STAGES
     from engine.runner.context import StageContext
@@ -58,9 +58,12 @@ def _ctx(tmp_path, url: str, **grpo):
     store = RunStore(run_dir / "run.db", create=True)
     store.init_run("t", "t", "demo", STAGES, ["grpo"])
     store.start_attempt("grpo", 0)
+    ctx = StageContext(name="grpo", run_dir=run_dir, cfg=cfg, store=store)
+    if not with_base:
+        return cfg, ctx, None
     from engine.training import models
 
-    return cfg, StageContext(name="grpo", run_dir=run_dir, cfg=cfg, store=store), models.base_path(cfg, run_dir)
+    return cfg, ctx, models.base_path(cfg, run_dir)
 
 
 def test_failed_judge_gives_no_reward_and_no_advantage(tmp_path, monkeypatch):
@@ -128,3 +131,33 @@ def test_too_many_judge_failures_pause_the_stage(tmp_path):
             train_grpo(ctx, models.pick_backend(cfg), base, tmp_path / "out", max_steps=5)
     assert "\n" not in str(err.value)
     assert list((tmp_path / "out" / "checkpoints").glob("checkpoint-1"))  # paused at step 1, resumable
+
+
+def test_judge_watch_writes_per_step_metrics_and_pauses_over_the_window(tmp_path):
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from engine.training.judge_watch import JudgeWatch
+    from engine.training.rewards import JudgeCache
+
+    outcomes = iter([True] * 9 + [False] * 1 + [True] * 8 + [False] * 2 + [False] * 3 + [True] * 5)  # per call
+    cache = JudgeCache(lambda turns, r, a: {d: 0.5 if next(outcomes) else None for d in DIMENSIONS[:1]} | {
+        d: 0.5 for d in DIMENSIONS[1:]}, dims=DIMENSIONS[:1])
+    _, ctx, _ = _ctx(tmp_path, "http://127.0.0.1:9/v1", with_base=False)
+    watch = JudgeWatch(ctx, cache, max_failed_share=0.2, window=2)
+    control = TrainerControl()
+    for step in (1, 2, 3):
+        state = SimpleNamespace(global_step=step)
+        watch.on_step_begin(None, state, control)
+        n = 10 if step < 3 else 8
+        cache.score_batch([[{"role": "user", "content": f"q{step}"}]] * n, [f"c{step}-{i}" for i in range(n)])
+        watch.on_step_end(None, state, control)
+        if step < 3:
+            assert watch.reason is None and not control.should_training_stop  # 10%, then 3 of 20 = 15%
+    # step 3: 3 of 8 failed; over the window (steps 2-3) 5 of 18 = 28% > 20%
+    assert control.should_training_stop and control.should_save
+    assert watch.reason.startswith("judge failures 5 of 18 calls (28%) over the last 2 step(s)")
+    rows = {(m.step, m.key): m.value for m in ctx.store.metrics_since(0, stage="grpo")}
+    assert rows[(3, "judge/calls")] == 8 and rows[(3, "judge/failures")] == 3 and rows[(3, "judge/failed_share")] == 3 / 8
+    assert rows[(1, "judge/cache_hits")] == 0 and 0 <= rows[(1, "judge/step_share")] <= 1
