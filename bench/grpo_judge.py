@@ -42,25 +42,36 @@ def _setup(tmp: Path, judge_url: str | None, concurrency: int):
     return cfg, StageContext(name="grpo", run_dir=run_dir, cfg=cfg, store=store), models.base_path(cfg, run_dir)
 
 
-def run(tmp: Path, judge_url: str | None, concurrency: int = CONCURRENCY) -> tuple[float, list[dict]]:
+def run(tmp: Path, judge_url: str | None, concurrency: int = CONCURRENCY) -> tuple[float, list]:
     """Median step time (the first step, which builds caches, left out) and the judge/* metrics per step."""
     from engine.stages.grpo import train_grpo
     from engine.training import models
 
     cfg, ctx, base = _setup(tmp, judge_url, concurrency)
     _, cb = train_grpo(ctx, models.pick_backend(cfg), base, tmp / "out", max_steps=STEPS)
-    judge = [m for m in ctx.store.metrics("grpo") if m.key.startswith("judge/")]
+    assert len(cb.step_times) == STEPS
+    judge = [m for m in ctx.store.metrics_since(0, stage="grpo") if m.key.startswith("judge/")]
     return statistics.median(cb.step_times[1:]), judge
 
 
 def main() -> None:
+    import argparse
+
     from tests.fake_openai import FakeOpenAI  # the tests' local OpenAI-compatible server
 
+    global STEPS
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=STEPS, help="steps per variant (at least 2; the first is left out)")
+    ap.add_argument("--skip-serial", action="store_true", help="leave out the one-at-a-time variant (saves time)")
+    args = ap.parse_args()
+    STEPS = max(2, args.steps)
+    serial = float("nan")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         offline, _ = run(tmp / "offline", None)
         with FakeOpenAI(latency_s=LATENCY_S, judge_scores="varied") as srv:
-            serial, _ = run(tmp / "serial", srv.url, concurrency=1)
+            if not args.skip_serial:
+                serial, _ = run(tmp / "serial", srv.url, concurrency=1)
             srv.reset_peak()
             concurrent, judge = run(tmp / "concurrent", srv.url)
             peak = srv.peak_in_flight
