@@ -58,6 +58,12 @@ def _ctx(tmp_path, url: str, with_base: bool = True, **grpo):
     store = RunStore(run_dir / "run.db", create=True)
     store.init_run("t", "t", "demo", STAGES, ["grpo"])
     store.start_attempt("grpo", 0)
+    # The run's own prompts: a run whose judge is not offline may not fall back to the shipped demo data.
+    from engine.prompts import load_prompts, prompt_key
+
+    for cat, prompts in load_prompts(DEMO.parents[1] / "prompts", ["calibration", "conflict"]).items():
+        for pr in prompts[:4]:
+            store.add_prompt(prompt_key(cat, pr.turns), cat, pr.turns, "shipped")
     ctx = StageContext(name="grpo", run_dir=run_dir, cfg=cfg, store=store)
     if not with_base:
         return cfg, ctx, None
