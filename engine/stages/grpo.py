@@ -39,6 +39,7 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
     from engine.training import trainer as training
     from engine.training import data as traindata
     from engine.training.callbacks import StoreCallback
+    from engine.training.completions import CompletionsRecorder, with_lengths
     from engine.training.rewards import JudgeCache, make_scorer
     from engine.training.vram import record_estimate, record_peak
 
@@ -65,22 +66,39 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
         batch=g.per_device_train_batch_size, num_generations=knobs["num_generations"],
         completion_len=knobs["max_completion_length"],
     )
-    callback = StoreCallback(ctx, prefix=metric_prefix, total_steps=max_steps)
+    health, facts = doctor(ctx, weights, metric_prefix)
+    callback = StoreCallback(ctx, prefix=metric_prefix, total_steps=max_steps, health=health)
+    recorder = CompletionsRecorder(ctx, dims, weights, g.sample_every, metric_prefix)
 
     def build(k: dict[str, Any]):
         from trl import GRPOTrainer
 
         model, tok, peft_cfg = models.load_for_training(ctx.cfg, backend, start_model, g.max_prompt_length + k["max_completion_length"])
-        return GRPOTrainer(
-            model=model, reward_funcs=cache.reward_functions(),
+        facts.max_completion_length = k["max_completion_length"]  # a fallback may have shortened it
+        funcs = cache.reward_functions()
+        funcs[0] = with_lengths(funcs[0])
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=funcs,
             args=grpo_args(ctx, k, out / "checkpoints", [weights[d] for d in dims], max_steps),
-            train_dataset=dataset, processing_class=tok, peft_config=peft_cfg, callbacks=[callback],
+            train_dataset=dataset, processing_class=tok, peft_config=peft_cfg, callbacks=[callback, recorder],
         )
+        recorder.trainer = trainer
+        return trainer
 
     trainer = training.train_with_fallbacks(ctx, build, knobs, training.grpo_fallbacks(), out / "checkpoints")
     record_peak(ctx, est, callback.step_times)
     ctx.log(f"judge calls: {cache.calls} (one per distinct completion, shared by the {len(dims)} reward functions)")
     return trainer, callback
+
+
+def doctor(ctx: StageContext, weights: dict[str, float], prefix: str = ""):
+    """The health rules for this GRPO run (None when health.enabled is off), and the facts they read."""
+    from engine.training.health import Facts, HealthMonitor, HealthReporter
+
+    facts = Facts(max_completion_length=None, weights=dict(weights))
+    if not ctx.cfg.health.enabled:
+        return None, facts
+    return HealthReporter(ctx, HealthMonitor(ctx.cfg.health, facts), prefix), facts
 
 
 def start_model(ctx: StageContext, backend) -> str:
