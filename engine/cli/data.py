@@ -82,9 +82,9 @@ def cmd_agreement(args) -> int:
     from rich.table import Table
 
     fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-    table = Table("dimension", "n", "MAE", "Spearman", "Kendall tau", title="judge vs human")
+    table = Table("dimension", "n", "MAE", "Spearman", "Kendall tau", "Krippendorff alpha", title="judge vs human")
     for dim, r in rows.items():
-        table.add_row(dim, str(r["n"]), fmt(r["mae"]), fmt(r["spearman"]), fmt(r["kendall_tau"]))
+        table.add_row(dim, str(r["n"]), fmt(r["mae"]), fmt(r["spearman"]), fmt(r["kendall_tau"]), fmt(r["alpha"]))
     console().print(table)
     return 0
 
@@ -125,7 +125,7 @@ def register(add) -> None:
     sp.add_argument("--keys", action="store_true", help="list every key with its default and help")
     sp = add("report", cmd_report, "Write runs/<id>/report/report.md with charts, battery, ratings and checklist.")
     sp.add_argument("run_id", nargs="?")
-    sp = add("judge-agreement", cmd_agreement, "Judge vs human per dimension: n, MAE, Spearman, Kendall tau.")
+    sp = add("judge-agreement", cmd_agreement, "Judge vs human per dimension: n, MAE, Spearman, Kendall tau, Krippendorff alpha.")
     sp.add_argument("run_id", nargs="?")
     sp.add_argument("--json", action="store_true")
     sp = add("export-data", cmd_export_data, "Write train.jsonl (TRL conversational format) and scores.csv.")

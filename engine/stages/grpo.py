@@ -126,6 +126,10 @@ def run(ctx: StageContext) -> None:
 
     backend = models.pick_backend(ctx.cfg)
     start = start_model(ctx, backend)  # the SFT merge happens once, before any rank starts
+    if ctx.cfg.health.audit:  # the reward judge is audited before GRPO trusts it, once, before any rank starts
+        from engine.judging.audit import run_audit
+
+        run_audit(ctx)
     if distributed.should_launch(ctx):
         distributed.launch_ranks(ctx)
         return
