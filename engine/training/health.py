@@ -291,6 +291,8 @@ class Change:
     @property
     def message(self) -> str:
         r = RULE_BY_NAME[self.state.rule]
+        if self.state.state == OK and self.previous == NO_DATA:
+            return f"health: watching {r.name} from step {self.step} ({self.state.detail})"
         if self.state.state == OK:
             return f"health: {r.name} cleared at step {self.step} ({self.state.detail})"
         return f"health {self.state.state}: {r.name} at step {self.step}: {self.state.detail}. {r.explain} Try: {r.remedy}"
@@ -322,8 +324,7 @@ class HealthMonitor:
                 st.first_step = step
             if new != previous:
                 st.state = new
-                if not (previous == NO_DATA and new == OK):
-                    changes.append(Change(step, replace(st), previous, first))
+                changes.append(Change(step, replace(st), previous, first))  # no data -> ok too: "watching"
         return changes
 
     def snapshot(self) -> list[dict[str, Any]]:
