@@ -34,17 +34,23 @@ async def _wait_for(pilot, cond, timeout: float = 30.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-def hacked_run(root, event_time: float = T0):
-    """The fixture run plus a length-hacking GRPO: its metrics, the health events the worker writes, completions."""
-    run = make_fixture_run(root)
+def hacked_steps(n: int = 30) -> list[tuple[int, dict]]:
+    """A GRPO run whose completions jump to max_completion_length (48) at step 21 while clipping rises."""
     steps = []
-    for step in range(1, 31):
+    for step in range(1, n + 1):
         length = 30.0 if step <= 20 else 48.0
         values = {"reward": 0.3 + step * 0.002, "reward_std": 0.03, "frac_reward_zero_std": 0.0, "entropy": 4.0 - step * 0.01,
                   "clip_ratio/region_mean": 0.0, "completions/mean_length": length,
                   "completions/clipped_ratio": 0.1 if step <= 20 else 1.0, "step_time_s": 1.2, "loss": 0.1, "grad_norm": 0.5}
         values |= {f"rewards/{d}/mean": 0.3 for d in DIMENSIONS} | {f"rewards/{d}/std": 0.05 for d in DIMENSIONS}
         steps.append((step, values))
+    return steps
+
+
+def hacked_run(root, event_time: float = T0):
+    """The fixture run plus a length-hacking GRPO: its metrics, the health events the worker writes, completions."""
+    run = make_fixture_run(root)
+    steps = hacked_steps()
     _, changes = replay(steps, HealthConfig(), Facts(48, {d: 1 / 9 for d in DIMENSIONS}))
     with RunStore(run / "run.db") as s:
         rows = [("grpo", st, k, v, T0) for st, vals in steps for k, v in vals.items() if k in

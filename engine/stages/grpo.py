@@ -101,6 +101,17 @@ def doctor(ctx: StageContext, weights: dict[str, float], prefix: str = ""):
     return HealthReporter(ctx, HealthMonitor(ctx.cfg.health, facts), prefix), facts
 
 
+def report_gain(ctx: StageContext) -> None:
+    """Did the reward climb? First 10 steps against the last 10, with a bootstrap interval, logged and stored."""
+    from engine.reporting.health import gain_line, reward_gain
+
+    _, _, rewards = ctx.store.metric_series(ctx.name, "reward")
+    gain = reward_gain(rewards, seed=ctx.cfg.run.seed)
+    if gain is not None:
+        ctx.result("reward_gain", ctx.name, gain)
+        ctx.log(gain_line(gain))
+
+
 def start_model(ctx: StageContext, backend) -> str:
     """The SFT adapter merged into the base (the seed's sequential SFT then GRPO), or the base when there is none."""
     from engine.evaluation.merging import merge_adapter
@@ -137,6 +148,7 @@ def run(ctx: StageContext) -> None:
     trainer, _ = train_grpo(ctx, backend, start, ctx.folder, max_steps=ctx.cfg.grpo.max_steps)
     if ctx.should_stop():
         return
+    report_gain(ctx)
     adapter = ctx.folder / "adapter"
     trainer.save_model(str(adapter))
     ctx.artifact("adapter", adapter, backend=backend.name, steps=trainer.state.global_step)
