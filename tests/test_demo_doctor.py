@@ -1,0 +1,45 @@
+"""The demo end to end: its GRPO reward climbs measurably; the gameable demo sets off the doctor's alarms."""
+
+from __future__ import annotations
+
+from engine.reporting.health import gain_line, reward_gain
+from engine.runner import supervisor as sup
+from engine.store import RunStore
+from tests.conftest import DEMO, ROOT, aba, run_id_of
+
+HACK = ROOT / "data" / "configs" / "demo-hack.toml"
+
+
+def _finished(config, runs_dir, stages: str = "datagen,judge,sft,grpo") -> tuple:
+    proc = aba("run", str(config), "--stages", stages, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, sup.resolve_run(run_id_of(proc), runs_dir)
+
+
+def test_demo_grpo_reward_climbs_with_an_interval_above_zero(runs_dir):
+    proc, run_dir = _finished(DEMO, runs_dir)
+    with RunStore(run_dir / "run.db") as store:
+        _, steps, rewards = store.metric_series("grpo", "reward")
+        stored = store.results("grpo", "reward_gain")["grpo"]
+        grpo = store.stage("grpo")
+        health = store.results("grpo", "health")
+    gain = reward_gain(rewards, seed=3407)
+    print(f"\ndemo grpo: {len(rewards)} steps in {grpo.ended - grpo.started:.0f} s; {gain_line(gain)}")
+    assert len(rewards) == 30 and gain == stored
+    assert gain["gain"] > 0 and gain["lo"] > 0, gain_line(gain)
+    assert gain_line(gain) in proc.stdout  # reported with the run
+    # A healthy run: the doctor raises no alarm on it.
+    assert [r["rule"] for r in health.values() if r["state"] == "alarm"] == []
+
+
+def test_demo_hack_fires_length_hacking_and_divergence(runs_dir):
+    proc, run_dir = _finished(HACK, runs_dir)
+    with RunStore(run_dir / "run.db") as store:
+        health = store.results("grpo", "health")
+        events = [e.data for e in store.events(kind="health") if e.data.get("first")]
+        lengths = store.metric_series("grpo", "completions/mean_length")[2]
+    fired = {e["rule"]: e["step"] for e in events}
+    print(f"\ndemo-hack: rules fired (first step): {fired}; mean length {lengths[0]:.0f} -> {lengths[-1]:.0f} of 64")
+    assert health["length_hacking"]["first_step"] is not None, health["length_hacking"]
+    assert "length_hacking" in fired and "component_divergence" in fired
+    assert "health alarm: length_hacking" in proc.stdout
