@@ -23,11 +23,28 @@ def test_demo_grpo_reward_climbs_with_an_interval_above_zero(runs_dir):
         stored = store.results("grpo", "reward_gain")["grpo"]
         grpo = store.stage("grpo")
         health = store.results("grpo", "health")
+        completions = store.results("grpo", "completions")
     gain = reward_gain(rewards, seed=3407)
     print(f"\ndemo grpo: {len(rewards)} steps in {grpo.ended - grpo.started:.0f} s; {gain_line(gain)}")
     assert len(rewards) == 30 and gain == stored
     assert gain["gain"] > 0 and gain["lo"] > 0, gain_line(gain)
     assert gain_line(gain) in proc.stdout  # reported with the run
+    # Every completion of each sampled step (the first, then every 5), from TRL's own table: advantages are TRL's.
+    assert sorted(e["step"] for e in completions.values()) == [1, 5, 10, 15, 20, 25, 30]
+    for entry in completions.values():
+        rows = entry["rows"]
+        assert len(rows) == 8 and {r["group"] for r in rows} == {0, 1} and entry["max_completion_length"] == 48
+        for g in (0, 1):
+            group = [r for r in rows if r["group"] == g]
+            assert [r["index"] for r in group] == [0, 1, 2, 3]
+            assert abs(sum(r["advantage"] for r in group)) < 1e-3  # centred within its group
+            best = max(group, key=lambda r: r["reward"])
+            assert best["advantage"] == max(r["advantage"] for r in group)
+        for r in rows:
+            assert 0 < r["length"] <= 48 and r["clipped"] == (r["length"] == 48)
+            assert set(r["scores"]) == {"entropy_reduction", "calibrated_uncertainty", "conflict_resolution",
+                                        "context_faithfulness", "process_transparency", "honest_engagement",
+                                        "helpfulness", "harm_avoidance", "instruction_following"}
     # A healthy run: the doctor raises no alarm on it.
     assert [r["rule"] for r in health.values() if r["state"] == "alarm"] == []
 
