@@ -63,7 +63,7 @@ def test_heuristic_judge_audit_in_the_judge_stage(runs_dir):
     assert audit["retest"]["mean_alpha"] == 1.0 and audit["retest"]["traces"] == 6
     assert audit["position"]["pairs"] == 4 and audit["position"]["consistent"] == 1.0
     assert health["judge_fooled"]["state"] == ("alarm" if summary["fooled_by"] else "ok")
-    assert bool(events) == bool(summary["fooled_by"])
+    assert [e.data["first"] for e in events] == [bool(summary["fooled_by"])]
 
 
 def test_gullible_llm_judge_is_caught(tmp_path, runs_dir):

@@ -168,14 +168,15 @@ def run_audit(ctx: Any, judge: AuditJudge | None = None) -> dict[str, Any]:
     ctx.event("audit", f"judge audit: degenerate above the real median: {', '.join(fooled) or 'none'}; "
                        f"test-retest alpha {f(retest['mean_alpha'])}; both orders agree on {f(position['consistent'])} of pairs, "
                        f"first position wins {f(position['first_position_share'])}", **summary)
-    state = {**FOOLED, "state": "alarm" if fooled else "ok", "value": float(len(fooled)),
+    state = {**FOOLED, "state": "alarm" if fooled else "ok" if real else "no data", "value": float(len(fooled)),
              "detail": ", ".join(f"{k} {degenerate[k]['reward']:.3f}" for k in fooled) + f" > median {f(median)}" if fooled
-             else f"every degenerate completion scores at or below the real median {f(median)}",
+             else f"every degenerate completion scores at or below the real median {f(median)}" if real
+             else "no judged traces to compare with",
              "first_step": 0 if fooled else None, "last_step": 0}
     ctx.result("health", FOOLED["rule"], state)
-    if fooled:
-        ctx.event("health", f"health alarm: judge_fooled: {state['detail']}. {FOOLED['explain']} Try: {FOOLED['remedy']}",
-                  **state, step=0, previous="no data", first=True, prefix="")
+    message = (f"health alarm: judge_fooled: {state['detail']}. {FOOLED['explain']} Try: {FOOLED['remedy']}" if fooled
+               else f"health: judge audit {state['state']}: {state['detail']}")
+    ctx.event("health", message, **state, step=0, previous="no data", first=bool(fooled), prefix="")
     return {"degenerate": degenerate, "retest": retest, "position": position, "summary": summary}
 
 
