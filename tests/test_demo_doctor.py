@@ -19,7 +19,7 @@ def _finished(config, runs_dir, stages: str = "datagen,judge,sft,grpo") -> tuple
 def test_demo_grpo_reward_climbs_with_an_interval_above_zero(runs_dir):
     proc, run_dir = _finished(DEMO, runs_dir)
     with RunStore(run_dir / "run.db") as store:
-        _, steps, rewards = store.metric_series("grpo", "reward")
+        rewards = store.metric_series("grpo", "reward")[2]
         stored = store.results("grpo", "reward_gain")["grpo"]
         grpo = store.stage("grpo")
         health = store.results("grpo", "health")

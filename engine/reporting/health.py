@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from engine.store import RunStore
@@ -52,7 +53,7 @@ def reward_gain(rewards: list[float], n: int = 10, boot: int = 2000, seed: int =
     """Mean reward of the last n steps minus the first n, with a 95% bootstrap interval (each end resampled apart)."""
     import numpy as np
 
-    vals = np.asarray([r for r in rewards if r is not None and r == r], dtype=float)
+    vals = np.asarray([r for r in rewards if r is not None and math.isfinite(r)], dtype=float)
     if len(vals) < 2 * n:
         return None
     first, last = vals[:n], vals[-n:]
