@@ -12,10 +12,11 @@ from textual.command import Hit, Hits, Provider
 from textual.worker import Worker, WorkerState
 
 from app.messages import RunDelta, RunOpened
-from app.watch import Poller, RunModel
+from app.watch import RunModel
 from app.widgets.health import first_fire_notices
 from engine import config as config_mod
 from engine.runner import supervisor as sup
+from engine.runner.follow import Follower
 from engine.dims import equal_weights
 from engine.errors import UserError
 
@@ -101,7 +102,7 @@ class AbaApp(App):
         from textual.worker import get_current_worker
 
         worker = get_current_worker()
-        poller = Poller(run_dir)
+        poller = Follower(run_dir)  # the same reader `aba run` and `aba tail` follow with
         try:
             while not worker.is_cancelled:
                 delta = poller.poll()
@@ -172,17 +173,18 @@ class AbaApp(App):
     def action_new_run(self) -> None:
         from app.screens.config import NewRunScreen
 
-        def chosen(path: Path | None) -> None:
-            if path is not None:
-                self._start_new(path)
+        def chosen(choice) -> None:
+            if choice is not None:
+                self._start_new(choice)
 
-        self.push_screen(NewRunScreen(self.config_path), chosen)
+        self.push_screen(NewRunScreen(self.config_path, self.runs_dir), chosen)
 
     @work(thread=True, group="actions", exit_on_error=False)
-    def _start_new(self, path: Path) -> None:
-        run_dir = sup.start(path, self.runs_dir)
+    def _start_new(self, choice) -> None:
+        run_dir = sup.start(choice.config, self.runs_dir, name=choice.name, data_from=choice.data_from)
         self.call_from_thread(self.open_run, run_dir)
-        self.call_from_thread(self.notify, f"run {run_dir.name} started from {path}")
+        data = f", data from {choice.data_from}" if choice.data_from else ""
+        self.call_from_thread(self.notify, f"run {run_dir.name} started from {choice.config}{data}")
 
     @work(thread=True, group="actions", exit_on_error=False)
     def start_stage(self, stage: str) -> None:

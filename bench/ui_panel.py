@@ -4,7 +4,11 @@
   start to the first painted screen; and no torch/transformers/trl/unsloth/google module in that process;
 - a metric committed by a writer thread reaches the screen: p99 delay (target <= 500 ms);
 - a chart of 1M points redraws (target <= 20 ms);
-- the traces table over 100,000 traces: first paint (<= 300 ms), a filter and a sort (<= 100 ms), an edit (<= 20 ms).
+- the traces table over 100,000 traces: first paint (<= 300 ms), a filter and a sort (<= 100 ms), an edit (<= 20 ms);
+- the panel under load (bench/ui_live.py): key press to frame on the traces screen while 1,000 metric rows/s arrive
+  (p99 <= 50 ms), a score edit with the agreement panel open (p99 <= 30 ms).
+
+`python bench/ui_panel.py live` runs only the last.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import time
 from pathlib import Path
 
 from _util import ROOT, pct
+from ui_live import traces_under_load
 
 import numpy as np
 
@@ -169,12 +174,17 @@ async def traces(root: Path, run: Path) -> None:
 
 
 def main() -> None:
+    only_live = sys.argv[1:] == ["live"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        first_frame(root, big_run(root))
-        chart()
-        asyncio.run(latency(root))
-        asyncio.run(traces(root, many_traces(root)))
+        if not only_live:
+            first_frame(root, big_run(root))
+            chart()
+            asyncio.run(latency(root))
+        run = many_traces(root)
+        if not only_live:
+            asyncio.run(traces(root, run))
+        asyncio.run(traces_under_load(root, run))
 
 
 if __name__ == "__main__":

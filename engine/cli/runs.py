@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 from engine import config as config_mod
 from engine.cli.common import DEMO_CONFIG, console, open_run, when
+from engine.cli.follow import follow, tail
 from engine.runner import supervisor as sup
-from engine.store import FINAL, RunStore
+from engine.store import RunStore
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.config)
+    from engine.config.overrides import with_overrides
+
+    sets = getattr(args, "set", None) or []
+    cfg = with_overrides(args.config, sets) if sets else config_mod.load(args.config)
     if getattr(args, "use_standard", False):
         cfg.model.backend = "standard"
     stages = sup.parse_stages(args.stages) if args.stages else None
-    run_dir = sup.create_run(args.config, sup.runs_dir(args.runs_dir), stages, cfg=cfg)
+    run_dir = sup.create_run(args.config, sup.runs_dir(args.runs_dir), stages, cfg=cfg,
+                             name=getattr(args, "name", None), data_from=getattr(args, "data_from", None))
     args.run_dir = run_dir
     print(f"run {run_dir.name}", flush=True)
     sup.launch(run_dir)
@@ -67,93 +69,6 @@ def cmd_skip(args: argparse.Namespace) -> int:
     sup.skip(run_dir, stage)
     print(f"{stage}: skipped")
     return 0
-
-
-def follow(run_dir: Path, only: list[str] | None = None) -> int:
-    """Show progress until the run stops. Ctrl-C cancels politely. Exit 0 when every asked stage succeeded."""
-    store = RunStore(run_dir / "run.db", readonly=True)
-    wanted = only or [r.name for r in store.stages() if r.selected]
-    try:
-        if sys.stdout.isatty():
-            _follow_rich(run_dir, store, wanted)
-        else:
-            _follow_plain(run_dir, store, wanted)
-    except KeyboardInterrupt:
-        print("\ncancelling: the stage saves a checkpoint and stops (resume with `aba resume`)...", file=sys.stderr)
-        sup.cancel(run_dir)
-    rows = {r.name: r for r in sup.notice_crashes(store)}
-    store.close()
-    bad = [rows[n] for n in wanted if rows[n].status != "succeeded"]
-    for r in bad:
-        print(f"{r.name}: {r.status}" + (f": {r.reason}" if r.reason else ""), file=sys.stderr)
-    return 0 if not bad else 1
-
-
-def _running(store: RunStore) -> bool:
-    rows = sup.notice_crashes(store)
-    return any(r.status == "running" for r in rows) or sup.run_driven(store)
-
-
-def _follow_plain(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
-    last_log = 0
-    seen: dict[str, str] = {}
-    while True:
-        alive = _running(store)
-        for row in store.stages():
-            if row.name in wanted and seen.get(row.name) != row.status:
-                seen[row.name] = row.status
-                extra = f" ({row.reason})" if row.reason and row.status in FINAL else ""
-                print(f"stage {row.name}: {row.status}{extra}", flush=True)
-        for log in store.logs_since(last_log):
-            last_log = log.id
-            print(f"  [{log.stage}] {log.message.splitlines()[0] if log.message else ''}", flush=True)
-        if not alive:
-            return
-        time.sleep(0.5)
-
-
-def _follow_rich(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
-    from rich.live import Live
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.fields[stage]:<11}"),
-        TextColumn("{task.fields[status]:<10}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.description}", markup=False),
-    )
-    tasks = {
-        name: progress.add_task("", total=None, stage=name, status="pending", start=False) for name in wanted
-    }
-    last_log = 0
-    messages: dict[str, str] = {}
-    with Live(progress, refresh_per_second=4, transient=False):
-        while True:
-            alive = _running(store)
-            for log in store.logs_since(last_log):
-                last_log = log.id
-                messages[log.stage] = (log.message.splitlines() or [""])[0][:80]
-            for row in store.stages():
-                if row.name not in tasks:
-                    continue
-                task = tasks[row.name]
-                if row.status != "pending" and not progress.tasks[task].started:
-                    progress.start_task(task)
-                total = row.progress_total or None
-                done = row.progress or 0
-                if row.status == "succeeded" and total:
-                    done = total
-                desc = row.progress_label or messages.get(row.name, "")
-                if row.status in FINAL and row.reason:
-                    desc = row.reason
-                progress.update(task, total=total, completed=done, status=row.status, description=desc[:100])
-                if row.status in FINAL:
-                    progress.stop_task(task)
-            if not alive:
-                return
-            time.sleep(0.25)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -203,20 +118,20 @@ def _stage_json(r) -> dict[str, Any]:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    run_dir, store = open_run(args, readonly=True)
-    last = 0
-    with store:
-        while True:
-            for log in store.logs_since(last, stage=args.stage):
-                last = log.id
-                print(f"{when(log.time)} [{log.stage}] {log.level}: {log.message}", flush=True)
-            if not args.follow or not _running(store):
-                return 0
-            time.sleep(0.5)
+    run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
+    return tail(run_dir, args.stage, args.follow)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
+    if args.grace is None:  # say how long the stop may take before waiting for it
+        from engine.runner.grace import stop_grace
+
+        with RunStore(run_dir / "run.db") as store:
+            base = config_mod.load(run_dir / "config.toml").run.cancel_grace_s
+            for row in store.stages():
+                if row.status == "running" and (args.stage is None or row.name == args.stage):
+                    print(stop_grace(store, row.name, base)[1], file=sys.stderr, flush=True)
     names = sup.cancel(run_dir, args.stage, grace_s=args.grace)
     if not names:
         print(f"run {run_dir.name}: nothing running or pending")
@@ -237,11 +152,13 @@ def register(add) -> None:
     sp.add_argument("--stages", help="comma-separated stages (default: the config's run.stages)")
     sp.add_argument("--detach", action="store_true", help="start and return; the run goes on in the background")
     sp.add_argument("--use-standard", action="store_true", help="force the HF transformers + PEFT backend")
+    _run_options(sp)
 
     sp = add("demo", cmd_demo, "aba run data/configs/demo.toml: the tiny model, CPU, offline.")
     sp.add_argument("--stages")
     sp.add_argument("--detach", action="store_true")
     sp.add_argument("--use-standard", action="store_true")
+    _run_options(sp)
 
     sp = add("smoke", cmd_smoke, "Step 0: 10 SFT + 10 GRPO steps; reports backend, peak VRAM, step times.")
     sp.add_argument("config", nargs="?", help="config (default: the demo config)")
@@ -275,3 +192,12 @@ def register(add) -> None:
     sp = add("skip", cmd_skip, "Mark a stage of a run as skipped.")
     sp.add_argument("run_id")
     sp.add_argument("stage")
+
+
+def _run_options(sp: argparse.ArgumentParser) -> None:
+    """Generate once, train many: data from another run or a file, a name, keys changed from the config file."""
+    sp.add_argument("--data-from", metavar="RUN_ID|PATH",
+                    help="copy prompts, traces, judge scores and human edits from another run or a .jsonl/.csv file")
+    sp.add_argument("--name", help="the run's name (default: run.name plus what differs from the config file)")
+    sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="change one config key for this run (repeatable), e.g. --set grpo.learning_rate=5e-5")

@@ -77,15 +77,27 @@ def krippendorff_alpha(a: list[float], b: list[float]) -> float | None:
 def judge_agreement(store: RunStore) -> dict[str, dict[str, Any]]:
     """Per dimension, over traces a human re-scored: n, mean absolute error, Spearman, Kendall tau-b, and
     Krippendorff's alpha (chance-corrected: 1 perfect, 0 no better than chance, below 0 systematic disagreement)."""
-    out = {}
-    for dim, pairs in store.judge_human_pairs().items():
-        judge = [p[0] for p in pairs]
-        human = [p[1] for p in pairs]
-        out[dim] = {
-            "n": len(pairs),
-            "mae": sum(abs(j - h) for j, h in pairs) / len(pairs) if pairs else None,
-            "spearman": spearman(judge, human),
-            "kendall_tau": kendall_tau_b(judge, human),
-            "alpha": krippendorff_alpha(judge, human),
-        }
-    return out
+    return {dim: _stats(pairs) for dim, pairs in store.judge_human_pairs().items()}
+
+
+def pooled_judge_agreement(stores: list[RunStore]) -> dict[str, dict[str, Any]]:
+    """The same statistics over several runs' edits. Runs that share lineage share traces (same call keys): each
+    trace counts once, with the human score of the newest run given that edited it (its edits are that run's)."""
+    stores = sorted(stores, key=lambda s: s.run_info().get("created") or 0.0)
+    pooled: dict[str, dict[str, tuple[float, float]]] = {}
+    for store in stores:
+        for dim, by_trace in store.judge_human_pairs_by_trace().items():
+            pooled.setdefault(dim, {}).update(by_trace)
+    return {dim: _stats(list(by_trace.values())) for dim, by_trace in pooled.items()}
+
+
+def _stats(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    judge = [p[0] for p in pairs]
+    human = [p[1] for p in pairs]
+    return {
+        "n": len(pairs),
+        "mae": sum(abs(j - h) for j, h in pairs) / len(pairs) if pairs else None,
+        "spearman": spearman(judge, human),
+        "kendall_tau": kendall_tau_b(judge, human),
+        "alpha": krippendorff_alpha(judge, human),
+    }

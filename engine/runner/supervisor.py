@@ -17,6 +17,7 @@ from pathlib import Path
 from engine import config as config_mod
 from engine.config import STAGES, Config
 from engine.errors import UserError
+from engine.runner.grace import stop_grace
 from engine.runner.liveness import STALE_HEARTBEAT_S, driver_alive, log_tail, notice_crashes, worker_alive  # noqa: F401
 from engine.runner.procs import ask_to_stop, describe_exit, kill_tree, pid_alive, process_started, spawn_detached  # noqa: F401
 from engine.store import RunStore, StageRow
@@ -96,16 +97,35 @@ def list_runs(root: Path) -> list[RunSummary]:
     return out
 
 
-def create_run(cfg_path: str | Path, root: Path, stages: list[str] | None = None, cfg: Config | None = None) -> Path:
-    """Validate the config, freeze it into a new run folder, and list the stages to run."""
+def create_run(cfg_path: str | Path, root: Path, stages: list[str] | None = None, cfg: Config | None = None, *,
+               name: str | None = None, data_from: str | None = None) -> Path:
+    """Validate the config, freeze it into a new run folder, and list the stages to run.
+
+    `data_from` (or the config's `data.from_run`): a run id or a data file whose prompts, traces, judge scores and
+    human edits are copied in, in one transaction, before any stage starts. The source is read and checked first:
+    a bad one leaves no run folder behind. `name` defaults to what differs from the config file.
+    """
+    import shutil
+
+    from engine.runner import datasource
+
     cfg = cfg or config_mod.load(cfg_path)
     chosen = parse_stages(stages) if stages else list(cfg.run.stages)
+    if data_from:
+        cfg.data.from_run = data_from  # the frozen config records where the data came from
+    source = datasource.load_source(cfg.data.from_run, root, resolve_run) if cfg.data.from_run else None
     run_id = new_run_id()
     run_dir = root / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
-    config_mod.save(cfg, run_dir / "config.toml")
-    with RunStore(run_dir / "run.db", create=True) as store:
-        store.init_run(run_id, cfg.run.name, str(cfg_path), STAGES, chosen)
+    try:
+        config_mod.save(cfg, run_dir / "config.toml")
+        with RunStore(run_dir / "run.db", create=True) as store:
+            store.init_run(run_id, name or datasource.default_name(cfg, cfg_path, source), str(cfg_path), STAGES, chosen)
+            if source is not None:
+                datasource.attach(store, source, cfg.grpo.reward_weights)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_dir
 
 
@@ -145,8 +165,9 @@ def launch(run_dir: Path, only: list[str] | None = None) -> int:
     return pid
 
 
-def start(cfg_path: str | Path, root: Path, stages: list[str] | None = None) -> Path:
-    run_dir = create_run(cfg_path, root, stages)
+def start(cfg_path: str | Path, root: Path, stages: list[str] | None = None, *, name: str | None = None,
+          data_from: str | None = None) -> Path:
+    run_dir = create_run(cfg_path, root, stages, name=name, data_from=data_from)
     launch(run_dir)
     return run_dir
 
@@ -208,7 +229,8 @@ def _drive_stage(store: RunStore, run_dir: Path, stage: str) -> int | None:
 
 
 def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None, wait: bool = True) -> list[str]:
-    """Ask running stages to stop at their next step (they save a checkpoint); kill after the grace period.
+    """Ask running stages to stop at their next step (they save a checkpoint); kill after the grace period:
+    `grace_s` when given, else run.cancel_grace_s stretched to 2 x the slowest recent step (runner.grace).
 
     Pending stages are cancelled at once. Signals go only to a running attempt's own process (pid + start time)."""
     with RunStore(run_dir / "run.db") as store:
@@ -224,6 +246,11 @@ def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None
             if now is not None and now.status == "running":
                 running.append(now)
                 ask_to_stop(now.pid, now.pid_started)
+        if grace_s is None and running:  # the config's grace stretches to the measured step time
+            stops = [stop_grace(store, r.name, grace) for r in running]
+            for row, (_, line) in zip(running, stops):
+                store.log(row.name, line, "warn")
+            grace = max(g for g, _ in stops)
         if not wait:
             return [r.name for r in targets]
         deadline = time.monotonic() + grace

@@ -26,19 +26,23 @@ def sft_args(ctx: StageContext, knobs: dict[str, Any], out: Path, max_steps: int
     )
 
 
-def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int | None = None, rows: list[dict] | None = None):
-    """Train an SFT LoRA into `out`; returns (trainer, callback). Shared by the sft and smoke stages."""
+def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int | None = None, rows: list[dict] | None = None,
+              vram_key: str | None = None):
+    """Train an SFT LoRA into `out`; returns (trainer, callback). Shared by the sft and smoke stages. callback.vram
+    holds the estimate (from the trainer's own args) and the measured peaks."""
     from datasets import Dataset
 
     from engine.training import models
     from engine.training import trainer as training
     from engine.training import data as traindata
     from engine.training.callbacks import StoreCallback
+    from engine.training.estimate import batch_from_args
     from engine.training.vram import record_estimate, record_peak
 
     s = ctx.cfg.sft
     if rows is None:
-        rows = traindata.sft_rows(ctx.store, ctx.cfg.grpo.reward_weights, s.min_score, ctx.log)
+        rows = traindata.sft_rows(ctx.store, ctx.cfg.grpo.reward_weights, s.min_score, ctx.log,
+                                  traindata.demo_data_reason(ctx.cfg, ctx.name))
     if not rows:
         raise StageFailed(f"no chosen traces clear sft.min_score = {s.min_score}; lower it or judge more traces")
     dataset = Dataset.from_list(rows)
@@ -47,10 +51,12 @@ def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int |
         "gradient_accumulation_steps": s.gradient_accumulation_steps,
         "max_seq_length": s.max_seq_length,
     }
-    est = record_estimate(
-        ctx, base, bits=4 if backend.quantized else 16, seq_len=s.max_seq_length, batch=s.per_device_train_batch_size
-    )
     callback = StoreCallback(ctx)
+    estimates: list = []
+
+    def on_built(trainer) -> None:
+        batch = batch_from_args(trainer.args, prompt_len=s.max_seq_length)
+        estimates.append(record_estimate(ctx, base, bits=4 if backend.quantized else 16, batch=batch))
 
     def build(k: dict[str, Any]):
         from trl import SFTTrainer
@@ -61,15 +67,17 @@ def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int |
             processing_class=tok, peft_config=peft_cfg, callbacks=[callback],
         )
 
-    trainer = training.train_with_fallbacks(ctx, build, knobs, training.sft_fallbacks(), out / "checkpoints")
-    record_peak(ctx, est, callback.step_times)
+    trainer = training.train_with_fallbacks(ctx, build, knobs, training.sft_fallbacks(), out / "checkpoints", on_built)
+    callback.vram = record_peak(ctx, estimates[-1] if estimates else None, callback.step_times, key=vram_key)
     return trainer, callback
 
 
 def run(ctx: StageContext) -> None:
     from engine.runner import distributed
     from engine.training import models
+    from engine.training.data import check_has_data
 
+    check_has_data(ctx.store, ctx.cfg, ctx.name, "traces")  # before any model loads: a run without data fails at once
     backend = models.pick_backend(ctx.cfg)
     base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)  # built once, before any rank starts
     if distributed.should_launch(ctx):
