@@ -13,6 +13,7 @@ from textual.worker import Worker, WorkerState
 
 from app.messages import RunDelta, RunOpened
 from app.watch import RunModel
+from app.widgets.health import first_fire_notices
 from engine import config as config_mod
 from engine.runner import supervisor as sup
 from engine.runner.follow import Follower
@@ -125,6 +126,9 @@ class AbaApp(App):
                 self.notify(f"{stage.name} {stage.status}: {stage.reason or ''}", title="stage ended", severity="error", timeout=10)
             elif stage.status == "cancelled":
                 self.notify(f"{stage.name} cancelled", severity="warning")
+        fresh = [e for e in message.delta.events if e.time > time.time() - 60]  # not the old ones of a reattached run
+        for text, severity in first_fire_notices(fresh):
+            self.notify(text, title="health", severity=severity, timeout=10)
         try:
             update = getattr(self.screen, "update_from", None)
         except ScreenStackError:  # a poll that lands while the app closes

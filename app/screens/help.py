@@ -25,6 +25,9 @@ Pipeline
 Training
   tab next training stage    s EMA smoothing    m one chart / small multiples
   0 toggle the total reward    1-9 toggle each of the nine reward components
+  h the health strip (left/right: each rule, and why it is ok, warn or alarm)
+  c completions of the latest sampled step (or click the reward chart at a step)
+    in there: [ ] previous / next sampled step, up/down a completion, esc close
 
 Traces
   up/down move    [ ] choose the dimension    + / - change its score by 0.1    enter type a score

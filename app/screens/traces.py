@@ -207,9 +207,9 @@ class TracesScreen(Screen):
         if self.store is None:
             return
         rows = judge_agreement(self.store)
-        table = Table("dim", "n", "MAE", "Spearman", "Kendall", box=None, title="judge vs human", padding=(0, 1))
+        table = Table("dim", "n", "MAE", "Spearman", "Kendall", "alpha", box=None, title="judge vs human", padding=(0, 1))
         for d, r in rows.items():
-            table.add_row(SHORT[d], str(r["n"]), _n(r["mae"]), _n(r["spearman"]), _n(r["kendall_tau"]))
+            table.add_row(SHORT[d], str(r["n"]), _n(r["mae"]), _n(r["spearman"]), _n(r["kendall_tau"]), _n(r["alpha"]))
         self.query_one("#agreement", Static).update(table)
 
     # -- edits: each one committed at once ------------------------------------------------------

@@ -11,6 +11,7 @@ from textual.widgets import Footer, Header, RichLog, Static
 
 from app.watch import RunModel
 from app.widgets.chart import PALETTE, Line, LineChart
+from app.widgets.health import DoctorCharts, HealthStrip, step_at
 from app.widgets.vram import VramPanel
 from engine.dims import DIMENSIONS, SHORT
 from engine.stages.registry import TRAINING_STAGES
@@ -25,6 +26,8 @@ class TrainingScreen(Screen):
         Binding("m", "toggle_multiples", "One chart/multiples"),
         Binding("s", "toggle_smooth", "EMA"),
         Binding("0", "toggle_total", "Total", show=False),
+        Binding("c", "completions", "Completions"),
+        Binding("h", "focus_health", "Health", show=False),
         *[Binding(str(i + 1), f"toggle_dim({i})", SHORT[d], show=False) for i, d in enumerate(DIMENSIONS)],
     ]
 
@@ -41,12 +44,14 @@ class TrainingScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="training-title")
+        yield HealthStrip(id="health-strip")
         with Horizontal():
             with VerticalScroll(id="training-charts"):
                 yield LineChart("reward", id="chart-reward")
                 yield LineChart("judge", id="chart-judge")
                 yield Grid(*[LineChart(f"{SHORT[d]}", id=f"chart-dim-{i}") for i, d in enumerate(DIMENSIONS)], id="dim-grid")
                 yield Grid(*[LineChart(title, id=f"chart-{i}") for i, (_, title) in enumerate(SMALL)], id="small-grid")
+                yield DoctorCharts(id="doctor-grid")
             with Vertical(id="training-side"):
                 yield VramPanel(id="vram")
                 yield Static(id="samples")
@@ -114,6 +119,8 @@ class TrainingScreen(Screen):
             ln = self._line(model, key, title_, PALETTE[i % 9])
             self.query_one(f"#chart-{i}", LineChart).set_lines([ln] if ln else [])
         self.query_one(VramPanel).update_from(model, self.stage)
+        self.query_one(HealthStrip).update_from(model, self.stage)
+        self.query_one(DoctorCharts).update_from(model, self.stage, self.smooth)
         self._update_samples(model)
         log = self.query_one("#training-log", RichLog)
         for r in model.logs:
@@ -185,3 +192,22 @@ class TrainingScreen(Screen):
         self.shown_dims ^= {i}
         self._redraw()
 
+    # -- the GRPO doctor: health strip and completions --------------------------------------------
+
+    def action_focus_health(self) -> None:
+        self.query_one(HealthStrip).focus_first()
+
+    def action_completions(self, step: float | None = None) -> None:
+        from app.screens.completions import CompletionsScreen
+
+        run_dir = self.app.model.run_dir  # type: ignore[attr-defined]
+        if run_dir is not None:
+            self.app.push_screen(CompletionsScreen(run_dir, self.stage, step))
+
+    def on_click(self, event) -> None:
+        """A click on the reward chart opens that step's completions (the nearest sampled step)."""
+        chart = self.query_one("#chart-reward", LineChart)
+        if event.widget is chart:
+            step = step_at(chart, event.get_content_offset(chart))
+            if step is not None:
+                self.action_completions(step)

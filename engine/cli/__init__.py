@@ -9,7 +9,7 @@ import sys
 from engine.errors import UserError
 
 # Each module has `register(add)`; a new group of commands is one module plus one line here.
-COMMAND_MODULES = ("engine.cli.runs", "engine.cli.data", "engine.cli.runs_cmd")
+COMMAND_MODULES = ("engine.cli.runs", "engine.cli.data", "engine.cli.runs_cmd", "engine.cli.health")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -97,9 +97,9 @@ def cmd_agreement(args) -> int:
     from rich.table import Table
 
     fmt = lambda v: "" if v is None else f"{v:.3f}"  # noqa: E731
-    table = Table("dimension", "n", "MAE", "Spearman", "Kendall tau", title="judge vs human")
+    table = Table("dimension", "n", "MAE", "Spearman", "Kendall tau", "Krippendorff alpha", title="judge vs human")
     for dim, r in rows.items():
-        table.add_row(dim, str(r["n"]), fmt(r["mae"]), fmt(r["spearman"]), fmt(r["kendall_tau"]))
+        table.add_row(dim, str(r["n"]), fmt(r["mae"]), fmt(r["spearman"]), fmt(r["kendall_tau"]), fmt(r["alpha"]))
     console().print(table)
     return 0
 
@@ -150,7 +150,7 @@ def register(add) -> None:
     sp = add("report", cmd_report, "Write runs/<id>/report/report.md with charts, battery, ratings and checklist; "
              "with several runs, one report comparing them.")
     sp.add_argument("run_ids", nargs="*", metavar="RUN_ID")
-    sp = add("judge-agreement", cmd_agreement, "Judge vs human per dimension: n, MAE, Spearman, Kendall tau; "
+    sp = add("judge-agreement", cmd_agreement, "Judge vs human per dimension: n, MAE, Spearman, Kendall tau, Krippendorff alpha; "
              "several runs (sharing lineage) are pooled, each trace once.")
     sp.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     sp.add_argument("--json", action="store_true")

@@ -234,6 +234,30 @@ class TrainConfig:
 
 
 @dataclass
+class HealthConfig:
+    enabled: bool = _f(True, "Run the GRPO health rules on every logged step and write `health` events (aba health).")
+    window: int = _f(5, "Logged steps averaged by the level rules: zero-std groups, entropy, KL, clipping, judge failures, saturation.", min=1)
+    trend_window: int = _f(20, "Logged steps the trend rules (length hacking, component divergence) compare, later half against earlier half.", min=2)
+    reward_window: int = _f(20, "Reward not rising: steps after which the reward must be rising (Axolotl's guide: within 20 steps).", min=2)
+    reward_min_gain: float = _f(0.0, "Reward not rising: fires when the later half of the window gains this much or less over the earlier half.")
+    reward_floor: float = _f(0.15, "Reward not rising: also fires when the later half's mean reward stays below this (Axolotl: 0.15).")
+    zero_std_max: float = _f(0.8, "Zero-std groups: fires when more than this share of groups give all completions one reward (Axolotl: 0.8).", min=0.0, max=1.0)
+    entropy_low: float = _f(0.05, "Entropy low (warn): mean token entropy below this (Axolotl's healthy band starts at 0.05).", min=0.0)
+    entropy_collapse: float = _f(0.01, "Entropy collapse (alarm): mean token entropy below this (Axolotl: 0.01).", min=0.0)
+    kl_max: float = _f(2.0, "KL divergence (alarm): mean KL to the reference above this (Axolotl: above 2 means divergence).", min=0.0)
+    clip_max: float = _f(0.1, "Clipping (warn): mean clip_ratio/region_mean above this (Axolotl: keep it below 0.1).", min=0.0, max=1.0)
+    length_rise: float = _f(0.1, "Length hacking: the later half's mean length exceeds the earlier half's by this share of max_completion_length.", min=0.0)
+    length_near_max: float = _f(0.8, "Length hacking: and reaches this share of max_completion_length while completions/clipped_ratio rises.", min=0.0, max=1.0)
+    divergence_delta: float = _f(0.05, "Component divergence: a weighted component rises by more than this while the total falls or another falls by more than this.", min=0.0)
+    judge_failed_max: float = _f(0.1, "Judge failures (alarm): mean judge/failed_share above this.", min=0.0, max=1.0)
+    vram_min_headroom: float = _f(0.05, "VRAM headroom (alarm): free GPU memory below this share of the total.", min=0.0, max=1.0)
+    audit: bool = _f(True, "Audit the judge before trusting it (degenerate completions, test-retest, position bias) in the judge and grpo stages.")
+    audit_prompts: int = _f(3, "Judge audit: prompts each degenerate completion is scored against.", min=1)
+    audit_retest: int = _f(6, "Judge audit: traces re-judged for test-retest agreement.", min=0)
+    audit_pairs: int = _f(4, "Judge audit: chosen/rejected pairs judged in both orders for position bias.", min=0)
+
+
+@dataclass
 class DataConfig:
     from_run: str = _f("", "Take prompts, traces, judge scores and human edits from another run (its id) or from a "
                            ".jsonl/.csv file (`aba export-data` format), copied into the new run when it is created; "
@@ -258,6 +282,7 @@ class Config:
     ties: TiesConfig = _f(TiesConfig, "Strategy B: TIES merge of the per-dimension LoRAs.")
     commitment: CommitmentConfig = _f(CommitmentConfig, "Seed 003 phase 1: commitment-vector injection sweep.")
     entangled: EntangledConfig = _f(EntangledConfig, "Seed 003 phase 2: trained variational head.")
+    health: HealthConfig = _f(HealthConfig, "The GRPO doctor: health-rule thresholds and the judge audit.")
 
     def section(self, stage: str) -> Any:
         """The config section a stage reads."""

@@ -1,4 +1,4 @@
-"""Judge-versus-human agreement per dimension: n, MAE, Spearman and Kendall tau-b over re-scored traces."""
+"""Judge-versus-human agreement per dimension: n, MAE, Spearman, Kendall tau-b and Krippendorff's alpha."""
 
 from __future__ import annotations
 
@@ -60,8 +60,23 @@ def kendall_tau_b(a: list[float], b: list[float]) -> float | None:
     return None if denom == 0 else (conc - disc) / denom
 
 
+def krippendorff_alpha(a: list[float], b: list[float]) -> float | None:
+    """Chance-corrected agreement of two raters on 0..1 scores (interval level), from the `krippendorff` package.
+
+    None when it is undefined: fewer than two units, or no variation at all (every score the same).
+    """
+    if len(a) < 2 or len(set(a) | set(b)) < 2:
+        return None
+    import krippendorff
+    import numpy as np
+
+    value = float(krippendorff.alpha(reliability_data=np.array([a, b], dtype=float), level_of_measurement="interval"))
+    return None if math.isnan(value) else value
+
+
 def judge_agreement(store: RunStore) -> dict[str, dict[str, Any]]:
-    """Per dimension, over traces a human re-scored: n, mean absolute error, Spearman and Kendall tau-b."""
+    """Per dimension, over traces a human re-scored: n, mean absolute error, Spearman, Kendall tau-b, and
+    Krippendorff's alpha (chance-corrected: 1 perfect, 0 no better than chance, below 0 systematic disagreement)."""
     return {dim: _stats(pairs) for dim, pairs in store.judge_human_pairs().items()}
 
 
@@ -84,4 +99,5 @@ def _stats(pairs: list[tuple[float, float]]) -> dict[str, Any]:
         "mae": sum(abs(j - h) for j, h in pairs) / len(pairs) if pairs else None,
         "spearman": spearman(judge, human),
         "kendall_tau": kendall_tau_b(judge, human),
+        "alpha": krippendorff_alpha(judge, human),
     }

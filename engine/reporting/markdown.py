@@ -74,6 +74,9 @@ def write_report(run_dir: Path) -> Path:
             for stage, r in estimates.items():
                 f = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
                 lines.append(f"| {stage} | {f(r.get('estimate_gb'))} | {f(r.get('measured_peak_gb'))} | {f(r.get('median_step_s'))} |")
+        from engine.reporting.health import health_section
+
+        lines += health_section(store, run_dir)
         battery = store.results("eval", "battery")
         if battery:
             models = sorted({r["model"] for r in battery.values()})

@@ -58,6 +58,7 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
     from engine.training import trainer as training
     from engine.training import data as traindata
     from engine.training.callbacks import StoreCallback
+    from engine.training.completions import CompletionsRecorder, with_lengths
     from engine.training.estimate import batch_from_args
     from engine.training.judge_watch import JudgeWatch
     from engine.training.prompt_fit import fit_prompts
@@ -84,7 +85,9 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
     }
     ctx.log(f"GRPO: {len(prompts)} prompts, judge {judge_name}, reward = sum of {len(dims)} dimensions x reward_weights"
             + (f"; generation through vLLM ({fast})" if fast else ""))
-    callback = StoreCallback(ctx, prefix=metric_prefix, total_steps=max_steps)
+    health, facts = doctor(ctx, weights, metric_prefix)
+    callback = StoreCallback(ctx, prefix=metric_prefix, total_steps=max_steps, health=health)
+    recorder = CompletionsRecorder(ctx, dims, weights, g.sample_every, metric_prefix)
     estimates: list = []
     watch = JudgeWatch(ctx, cache, g.judge_max_failed_share, g.judge_failure_window, prefix=metric_prefix)
 
@@ -94,11 +97,16 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
         model, tok, peft_cfg = models.load_for_training(ctx.cfg, backend, start_model,
                                                         g.max_prompt_length + k["max_completion_length"],
                                                         fast_inference=k["fast_inference"])
-        return GRPOTrainer(
-            model=model, reward_funcs=cache.reward_functions(),
+        facts.max_completion_length = k["max_completion_length"]  # a fallback may have shortened it
+        funcs = cache.reward_functions()
+        funcs[0] = with_lengths(funcs[0])
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=funcs,
             args=grpo_args(ctx, k, out / "checkpoints", [weights[d] for d in dims], max_steps),
-            train_dataset=dataset, processing_class=tok, peft_config=peft_cfg, callbacks=[callback, watch],
+            train_dataset=dataset, processing_class=tok, peft_config=peft_cfg, callbacks=[callback, watch, recorder],
         )
+        recorder.trainer = trainer
+        return trainer
 
     def on_built(trainer) -> None:
         # The batch as TRL runs it, after any backend patch (Unsloth may raise it to num_generations).
@@ -121,6 +129,27 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
     if watch.reason:
         raise StageFailed(watch.reason)
     return trainer, callback
+
+
+def doctor(ctx: StageContext, weights: dict[str, float], prefix: str = ""):
+    """The health rules for this GRPO run (None when health.enabled is off), and the facts they read."""
+    from engine.training.health import Facts, HealthMonitor, HealthReporter
+
+    facts = Facts(max_completion_length=None, weights=dict(weights))
+    if not ctx.cfg.health.enabled:
+        return None, facts
+    return HealthReporter(ctx, HealthMonitor(ctx.cfg.health, facts), prefix), facts
+
+
+def report_gain(ctx: StageContext) -> None:
+    """Did the reward climb? First 10 steps against the last 10, with a bootstrap interval, logged and stored."""
+    from engine.reporting.health import gain_line, reward_gain
+
+    _, _, rewards = ctx.store.metric_series(ctx.name, "reward")
+    gain = reward_gain(rewards, seed=ctx.cfg.run.seed)
+    if gain is not None:
+        ctx.result("reward_gain", ctx.name, gain)
+        ctx.log(gain_line(gain))
 
 
 def _tokenizer_source(ctx: StageContext, start: str) -> str:
@@ -154,6 +183,10 @@ def run(ctx: StageContext) -> None:
     check_has_data(ctx.store, ctx.cfg, ctx.name, "prompts")  # before any model loads or merges
     backend = models.pick_backend(ctx.cfg)
     start = start_model(ctx, backend)  # the SFT merge happens once, before any rank starts
+    if ctx.cfg.health.audit:  # the reward judge is audited before GRPO trusts it, once, before any rank starts
+        from engine.judging.audit import run_audit
+
+        run_audit(ctx)
     if distributed.should_launch(ctx):
         distributed.launch_ranks(ctx)
         return
@@ -161,6 +194,7 @@ def run(ctx: StageContext) -> None:
     trainer, _ = train_grpo(ctx, backend, start, ctx.folder, max_steps=ctx.cfg.grpo.max_steps)
     if ctx.should_stop():
         return
+    report_gain(ctx)
     adapter = ctx.folder / "adapter"
     trainer.save_model(str(adapter))
     ctx.artifact("adapter", adapter, backend=backend.name, steps=trainer.state.global_step)

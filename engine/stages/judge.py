@@ -65,3 +65,7 @@ def run(ctx: StageContext) -> None:
     if ctx.should_stop():
         raise StageCancelled()
     ctx.log(f"judge: {counts['ok']} scored ({counts['repaired']} repaired, {counts['rescaled']} rescaled), {counts['failed']} judge_failed")
+    if ctx.cfg.health.audit:
+        from engine.judging.audit import run_audit
+
+        run_audit(ctx)

@@ -16,8 +16,9 @@ _SKIP = {"total_flos", "train_runtime", "train_samples_per_second", "train_steps
 class StoreCallback(TrainerCallback):
     """Streams every log line (loss, lr, grad norm, KL, rewards/<dim>/mean, ...) plus tokens/s and step time."""
 
-    def __init__(self, ctx: StageContext, prefix: str = "", total_steps: int | None = None):
+    def __init__(self, ctx: StageContext, prefix: str = "", total_steps: int | None = None, health: Any = None):
         self.ctx = ctx
+        self.health = health  # a training.health.HealthReporter: the GRPO rules, run on every logged step
         self.prefix = prefix
         self.total_steps = total_steps
         self._t_step = time.perf_counter()
@@ -62,3 +63,5 @@ class StoreCallback(TrainerCallback):
                 values[self.prefix + "tokens_per_s"] = (tokens - self._last_tokens[0]) / (now - self._last_tokens[1])
             self._last_tokens = (float(tokens), now)
         self.ctx.metrics(state.global_step, values)
+        if self.health is not None and self.ctx.primary:
+            self.health.observe(state.global_step, {k: v for k, v in logs.items() if k not in _SKIP})
