@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.store import RunStore
+from engine.text import inert
 
 
 def _heat(value: float | None, good_high: bool, lo: float, hi: float) -> str:
@@ -21,7 +22,7 @@ def _heat(value: float | None, good_high: bool, lo: float, hi: float) -> str:
 
 
 class CommitmentScreen(Screen):
-    BINDINGS = [Binding("f", "reload", "Refresh"), Binding("m", "cycle_metric", "Metric")]
+    BINDINGS = [Binding("f", "reload", "Refresh"), Binding("d", "cycle_metric", "metric")]
     METRICS = ("consistency", "perplexity", "distinct2", "repetition")
 
     def __init__(self) -> None:
@@ -58,7 +59,7 @@ class CommitmentScreen(Screen):
         run_dir = self.app.model.run_dir  # type: ignore[attr-defined]
         table = self.query_one("#sweep", DataTable)
         table.clear(columns=True)
-        title = Text(f"commitment sweep: {self.metric} per cell (m: next metric; higher is better for consistency "
+        title = Text(f"commitment sweep: {self.metric} per cell (d: next metric; higher is better for consistency "
                      "and distinct-2, lower for perplexity and repetition)", style="bold")
         self.query_one("#sweep-title", Static).update(title)
         if run_dir is None:
@@ -66,7 +67,7 @@ class CommitmentScreen(Screen):
         with RunStore(run_dir / "run.db") as store:
             self.cells = store.results("commitment", "cell")
         if not self.cells:
-            self.query_one("#sweep-samples-text", Static).update(Text("no sweep yet: run the commitment stage", style="dim"))
+            self.query_one("#sweep-samples-text", Static).update(Text("no sweep yet: start the commitment stage with s", style="dim"))
             return
         lambdas = sorted({c["lambda"] for c in self.cells.values()}, reverse=True)
         layers = list(dict.fromkeys(c["layers"] for c in self.cells.values()))
@@ -96,7 +97,7 @@ class CommitmentScreen(Screen):
                        f"{cell['perplexity']:.2f}, distinct-2 {cell['distinct2']:.3f}, repetition {cell['repetition']:.3f}\n\n",
                        style="bold")
             for s in cell.get("samples", [])[:4]:
-                out.append(f"probe: {s['probe']}\n", style="dim")
-                out.append(f"first: {s['first']}\nfollow-up: {s['second']}\n", style="")
+                out.append(f"probe: {inert(s['probe'])}\n", style="dim")
+                out.append(f"first: {inert(s['first'])}\nfollow-up: {inert(s['second'])}\n", style="")
                 out.append(f"consistent: {s['consistent']}\n\n", style="dim")
         self.query_one("#sweep-samples-text", Static).update(out)

@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from engine import config as config_mod
-from engine.cli.common import DEMO_CONFIG, console, open_run, when
+from engine.cli.common import DEMO_CONFIG, open_run, when
 from engine.runner import supervisor as sup
+from engine.cli.output import print_table
+from engine.runner.progress import ETA_KEY, duration, progress_cell
 from engine.store import FINAL, RunStore
+from engine.text import inert
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -89,6 +92,9 @@ def follow(run_dir: Path, only: list[str] | None = None) -> int:
     return 0 if not bad else 1
 
 
+PROGRESS_EVERY_S = 5.0
+
+
 def _running(store: RunStore) -> bool:
     rows = sup.refresh(store)
     return any(r.status == "running" for r in rows) or sup.pid_alive(store.run_info().get("driver_pid"))
@@ -97,16 +103,21 @@ def _running(store: RunStore) -> bool:
 def _follow_plain(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
     last_log = 0
     seen: dict[str, str] = {}
+    shown_at = 0.0
     while True:
         alive = _running(store)
         for row in store.stages():
             if row.name in wanted and seen.get(row.name) != row.status:
                 seen[row.name] = row.status
-                extra = f" ({row.reason})" if row.reason and row.status in FINAL else ""
+                extra = f" ({inert(row.reason, oneline=True)})" if row.reason and row.status in FINAL else ""
                 print(f"stage {row.name}: {row.status}{extra}", flush=True)
+            if row.name in wanted and row.status == "running" and row.progress is not None and time.monotonic() >= shown_at:
+                shown_at = time.monotonic() + PROGRESS_EVERY_S  # piped: a progress line every few seconds
+                eta = store.latest_metric(row.name, ETA_KEY)
+                print(f"stage {row.name}: {progress_cell(row.status, row.progress, row.progress_total, eta)}", flush=True)
         for log in store.logs_since(last_log):
             last_log = log.id
-            print(f"  [{log.stage}] {log.message.splitlines()[0] if log.message else ''}", flush=True)
+            print(f"  [{log.stage}] {inert(log.message.splitlines()[0]) if log.message else ''}", flush=True)
         if not alive:
             return
         time.sleep(0.5)
@@ -122,10 +133,11 @@ def _follow_rich(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
         BarColumn(),
         TaskProgressColumn(),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[eta]:<12}"),
         TextColumn("{task.description}", markup=False),
     )
     tasks = {
-        name: progress.add_task("", total=None, stage=name, status="pending", start=False) for name in wanted
+        name: progress.add_task("", total=None, stage=name, status="pending", eta="", start=False) for name in wanted
     }
     last_log = 0
     messages: dict[str, str] = {}
@@ -134,7 +146,7 @@ def _follow_rich(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
             alive = _running(store)
             for log in store.logs_since(last_log):
                 last_log = log.id
-                messages[log.stage] = (log.message.splitlines() or [""])[0][:80]
+                messages[log.stage] = inert((log.message.splitlines() or [""])[0][:80])
             for row in store.stages():
                 if row.name not in tasks:
                     continue
@@ -148,7 +160,10 @@ def _follow_rich(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
                 desc = row.progress_label or messages.get(row.name, "")
                 if row.status in FINAL and row.reason:
                     desc = row.reason
-                progress.update(task, total=total, completed=done, status=row.status, description=desc[:100])
+                eta = store.latest_metric(row.name, ETA_KEY) if row.status == "running" and total else None
+                progress.update(task, total=total, completed=done, status=row.status,
+                                eta=f"ETA {duration(eta)}" if eta is not None else "",
+                                description=inert(desc[:100], oneline=True))
                 if row.status in FINAL:
                     progress.stop_task(task)
             if not alive:
@@ -167,13 +182,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 for r in runs
             ], indent=2))
             return 0
-        from rich.table import Table
-
-        table = Table("run", "name", "created", "state", "stages")
-        for r in runs:
-            stages = " ".join(f"{s.name}:{s.status}" for s in r.stages if s.selected)
-            table.add_row(r.id, r.name, when(r.created), r.state, stages)
-        console().print(table)
+        print_table(("run", "name", "created", "state", "stages"),
+                    [(r.id, r.name, when(r.created), r.state, " ".join(f"{s.name}:{s.status}" for s in r.stages if s.selected))
+                     for r in runs])
         return 0
     run_dir, store = open_run(args)
     with store:
@@ -184,16 +195,17 @@ def cmd_status(args: argparse.Namespace) -> int:
                    "fallbacks": [{"stage": e.stage, "time": e.time, "message": e.message} for e in events]}
             print(json.dumps(out, indent=2))
             return 0
-        from rich.table import Table
-
-        table = Table("stage", "status", "attempts", "pid", "started", "ended", "reason", title=f"run {run_dir.name}")
+        table = []
         for r in rows:
             if not r.selected and r.status == "pending":
                 continue
-            table.add_row(r.name, r.status, str(r.attempts), str(r.pid or ""), when(r.started), when(r.ended), r.reason or "")
-        console().print(table)
+            eta = store.latest_metric(r.name, ETA_KEY) if r.status == "running" else None
+            table.append((r.name, r.status, r.attempts, r.pid or "", progress_cell(r.status, r.progress, r.progress_total, eta),
+                          when(r.started), when(r.ended), r.reason or ""))
+        print_table(("stage", "status", "attempts", "pid", "progress", "started", "ended", "reason"), table,
+                    title=f"run {run_dir.name}")
         for e in events:
-            console().print(f"fallback in {e.stage} at {when(e.time)}: {e.message}", markup=False)
+            print(f"fallback in {e.stage} at {when(e.time)}: {inert(e.message, oneline=True)}")
     return 0
 
 
@@ -209,7 +221,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         while True:
             for log in store.logs_since(last, stage=args.stage):
                 last = log.id
-                print(f"{when(log.time)} [{log.stage}] {log.level}: {log.message}", flush=True)
+                print(f"{when(log.time)} [{log.stage}] {log.level}: {inert(log.message)}", flush=True)
             if not args.follow or not _running(store):
                 return 0
             time.sleep(0.5)

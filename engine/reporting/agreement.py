@@ -60,10 +60,11 @@ def kendall_tau_b(a: list[float], b: list[float]) -> float | None:
     return None if denom == 0 else (conc - disc) / denom
 
 
-def judge_agreement(store: RunStore) -> dict[str, dict[str, Any]]:
-    """Per dimension, over traces a human re-scored: n, mean absolute error, Spearman and Kendall tau-b."""
+def judge_agreement(store: RunStore, dims: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per dimension (all, or only `dims`: the panel recomputes the edited one), over traces a human re-scored:
+    n, mean absolute error, Spearman and Kendall tau-b."""
     out = {}
-    for dim, pairs in store.judge_human_pairs().items():
+    for dim, pairs in store.judge_human_pairs(dims).items():
         judge = [p[0] for p in pairs]
         human = [p[1] for p in pairs]
         out[dim] = {

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.config import Config
+from engine.runner.progress import ETA_KEY, EtaMeter
 from engine.store import RunStore
+
+
+ETA_EVERY_S = 1.0
 
 
 class StageFailed(Exception):
@@ -29,6 +34,8 @@ class StageContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     step: int = 0  # the stage's latest step, for VRAM samples taken between steps
     primary: bool = True  # False on ranks > 0 of a data-parallel stage: they train but report nothing
+    _eta: EtaMeter = field(default_factory=EtaMeter, repr=False)
+    _eta_written: float = -1e9
 
     @property
     def folder(self) -> Path:
@@ -55,8 +62,16 @@ class StageContext:
             self.store.add_metrics(self.name, int(step), values)
 
     def progress(self, done: float, total: float | None = None, label: str | None = None) -> None:
-        if self.primary:
-            self.store.set_progress(self.name, done, total, label)
+        """n of N done; the time left, from this stage's own recent rate, goes out as the `progress/eta_s` metric
+        (at most once a second, and at the end)."""
+        if not self.primary:
+            return
+        self.store.set_progress(self.name, done, total, label)
+        now = time.monotonic()
+        eta = self._eta.update(done, total, now)
+        if eta is not None and (now - self._eta_written >= ETA_EVERY_S or (total and done >= total)):
+            self._eta_written = now
+            self.store.add_metrics(self.name, int(done), {ETA_KEY: eta})
 
     def log(self, message: str, level: str = "info") -> None:
         if not self.primary:

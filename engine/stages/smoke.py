@@ -16,7 +16,7 @@ def _attempt(ctx: StageContext, backend) -> dict:
     from engine.stages.sft import train_sft
 
     sm = ctx.cfg.smoke
-    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)
+    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log, ctx.progress)
     out = ctx.folder / backend.name
     t0 = time.perf_counter()
     sft_trainer, sft_cb = train_sft(ctx, backend, base, out / "sft", max_steps=sm.sft_steps)
