@@ -18,6 +18,7 @@ from engine import config as config_mod
 from engine.runner import supervisor as sup
 from engine.dims import equal_weights
 from engine.errors import UserError
+from engine.text import inert
 
 POLL_S = 0.2
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +110,8 @@ class AbaApp(RunControl, App):
             if stage.status == "succeeded":
                 self.notify(f"{stage.name} succeeded", title="stage ended")
             elif stage.status in ("failed", "crashed"):
-                self.notify(f"{stage.name} {stage.status}: {stage.reason or ''}", title="stage ended", severity="error", timeout=10)
+                self.notify(f"{stage.name} {stage.status}: {inert(stage.reason or '', oneline=True)}", title="stage ended",
+                            severity="error", timeout=10, markup=False)  # the reason may quote a model's output
             elif stage.status == "cancelled":
                 self.notify(f"{stage.name} cancelled", severity="warning")
         try:
@@ -135,7 +137,8 @@ class AbaApp(RunControl, App):
         """Every worker failure lands here, once (Harlequin's habit)."""
         if event.state == WorkerState.ERROR:
             err = event.worker.error
-            self.notify(str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}", severity="error", timeout=10)
+            text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+            self.notify(inert(text, oneline=True), severity="error", timeout=10, markup=False)
 
     def run_weights(self) -> dict[str, float]:
         """The open run's reward weights (for the weighted score of an edited trace), read once per run."""
@@ -173,7 +176,7 @@ class AbaApp(RunControl, App):
         def saved(p: Path | None) -> None:
             if p is not None:
                 self._weights = (None, {})  # the reward weights may have changed
-                self.notify(f"saved {p}")
+                self.notify(f"saved {p}", markup=False)
 
         self.push_screen(ConfigScreen(path, note), saved)
 

@@ -131,7 +131,7 @@ def test_piped_cli_output_never_cuts_ids(runs_dir):
 
 
 @pytest.mark.parametrize("room", ["training", "traces"])
-@pytest.mark.parametrize("size", [(120, 40), (80, 24)])
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
 def test_snapshot_sizes(snap_compare, runs_dir, monkeypatch, room, size):
     """Traces and Training at 120x40 and 80x24 on a fixture run with fixed ids, times and machine figures."""
     fixed = {"sys_used_mb": 6144.0, "sys_total_mb": 24576.0, "sys_cpu": 37.0, "cores": 2}

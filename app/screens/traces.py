@@ -7,6 +7,7 @@ thread, in the order they were made. The UI thread only draws.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -23,6 +24,7 @@ from engine.dims import DIMENSIONS, SHORT
 from engine.errors import UserError
 from engine.reporting.agreement import judge_agreement
 from engine.store import RunStore
+from engine.text import inert
 
 AGREEMENT_DEBOUNCE_S = 0.4
 
@@ -263,10 +265,10 @@ class TracesScreen(Screen):
 
     def on_edit_done(self, message: EditDone) -> None:
         if message.error:
-            self.notify(message.error, severity="error")
+            self.notify(inert(message.error, oneline=True), severity="error", markup=False)
             return
         if message.note:
-            self.notify(message.note)
+            self.notify(message.note, markup=False)
         self.query_one(TraceTable).invalidate(message.trace_id)
         self.reload(keep=message.trace_id)  # the edited row moves to its place in the sort order; re-read follows
         self.refresh_agreement(message.dim)
