@@ -222,3 +222,38 @@ async def test_start_any_stage_even_one_not_in_the_run_and_rerun_asks(tmp_path, 
         await pilot.press("n")
         await pilot.pause(0.5)
         assert app.model.stage("smoke").attempts == 1
+
+
+async def test_reads_run_in_workers_and_agreement_is_debounced_on_the_edited_dimension(runs_dir, monkeypatch):
+    import threading
+
+    from app.screens import trace_agreement
+    from engine.dims import DIMENSIONS
+
+    calls, reads = [], []
+    real_agreement = trace_agreement.judge_agreement
+    real_rows = RunStore.trace_summaries
+
+    def spy_agreement(store, dims):
+        calls.append((threading.current_thread() is threading.main_thread(), list(dims)))
+        return real_agreement(store, dims)
+
+    def spy_rows(self, ids):
+        reads.append(threading.current_thread() is threading.main_thread())
+        return real_rows(self, ids)
+
+    monkeypatch.setattr(trace_agreement, "judge_agreement", spy_agreement)
+    monkeypatch.setattr(RunStore, "trace_summaries", spy_rows)
+    run = make_fixture_run(runs_dir)
+    app = make_app(run.name, runs_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        screen = app.screen
+        await _wait_for(pilot, lambda: screen.view is not None and bool(calls))
+        assert calls == [(False, sorted(DIMENSIONS))] and reads and not any(reads)  # all off the UI thread
+        calls.clear()
+        await pilot.press("a", "right_square_bracket", "plus", "plus", "plus")  # three quick edits of CAL
+        await _wait_for(pilot, lambda: bool(calls))
+        await pilot.pause(1.0)
+        assert calls == [(False, [DIMENSIONS[1]])]  # once, for the edited dimension only
+        assert screen._agreement[DIMENSIONS[1]]["n"] == 1 and screen.query_one("#agreement").display

@@ -16,20 +16,16 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from app.screens.trace_detail import (AgreementLoaded, DetailScroll, EditDone, IdsLoaded, TraceLoaded, TraceView,
-                                      agreement_table, make_view, scores_table)
+from app.screens.trace_agreement import AgreementPane
+from app.screens.trace_detail import DetailScroll, EditDone, IdsLoaded, TraceLoaded, TraceView, make_view, scores_table
 from app.screens.trace_dialogs import Filters, FilterScreen, ScoreInput, SortPicker
 from app.widgets.trace_table import TraceTable, legend, sort_label
 from engine.dims import DIMENSIONS, SHORT
 from engine.errors import UserError
-from engine.reporting.agreement import judge_agreement
 from engine.store import RunStore
 from engine.text import inert
 
-AGREEMENT_DEBOUNCE_S = 0.4
-
-
-class TracesScreen(Screen):
+class TracesScreen(AgreementPane, Screen):
     BINDINGS = [
         Binding("escape", "focus_table", "Table", show=False),
         Binding("left_square_bracket", "dim(-1)", "prev dim", show=False),
@@ -94,15 +90,32 @@ class TracesScreen(Screen):
             self.open_store()
 
     def open_store(self) -> None:
+        """Another run: its database is opened in a worker too (opening may migrate the schema)."""
         run_dir = self.app.model.run_dir  # type: ignore[attr-defined]
         self._run = run_dir
         if self.store is not None:
             self.store.close()
-        self.store = RunStore(run_dir / "run.db") if run_dir else None
+        self.store = None
+        self.query_one(TraceTable).focus()
+        if run_dir is None:
+            self._store_opened(None, None)
+        else:
+            self._open(run_dir)
+
+    @work(thread=True, exclusive=True, group="trace-open", exit_on_error=False)
+    def _open(self, run_dir) -> None:
+        store = RunStore(run_dir / "run.db")
+        self.app.call_from_thread(self._store_opened, run_dir, store)
+
+    def _store_opened(self, run_dir, store: RunStore | None) -> None:
+        if run_dir != self._run:  # another run was opened meanwhile
+            if store is not None:
+                store.close()
+            return
+        self.store = store
         self._agreement = {}
         self.reload()
         self.refresh_agreement(None)
-        self.query_one(TraceTable).focus()
 
     def update_from(self, model) -> None:
         """New traces may have arrived (datagen or judge running): count them in a worker, reload on change."""
@@ -216,39 +229,6 @@ class TracesScreen(Screen):
         if self.view is not None:
             self._more_chunks(len(self.view.chunks))
             self.query_one("#trace-detail", DetailScroll).scroll_end(animate=False)
-
-    # -- agreement: recomputed in a worker, debounced, for the edited dimension only -------------------
-
-    def action_toggle_agreement(self) -> None:
-        panel = self.query_one("#agreement", Static)
-        panel.display = not panel.display
-        self._draw_agreement()
-
-    def refresh_agreement(self, dim: str | None) -> None:
-        """dim None: every dimension (a run was opened)."""
-        self._agreement_dims |= set(DIMENSIONS) if dim is None else {dim}
-        if self._agreement_timer is not None:
-            self._agreement_timer.stop()
-        self._agreement_timer = self.set_timer(AGREEMENT_DEBOUNCE_S if dim else 0.01, self._agreement_now)
-
-    def _agreement_now(self) -> None:
-        dims, self._agreement_dims = sorted(self._agreement_dims), set()
-        if self.store is not None and dims:
-            self._compute_agreement(self.store, self._run, dims)
-
-    @work(thread=True, exclusive=False, group="agreement", exit_on_error=False)
-    def _compute_agreement(self, store: RunStore, run, dims: list[str]) -> None:
-        self.post_message(AgreementLoaded(run, judge_agreement(store, dims)))
-
-    def on_agreement_loaded(self, message: AgreementLoaded) -> None:
-        if message.run == self._run:
-            self._agreement.update(message.rows)
-            self._draw_agreement()
-
-    def _draw_agreement(self) -> None:
-        panel = self.query_one("#agreement", Static)
-        if panel.display:
-            panel.update(agreement_table(self._agreement))
 
     # -- edits: one writer thread, in order; the row is re-sorted and the trace re-read after each ------
 

@@ -66,13 +66,14 @@ class TrainingScreen(Screen):
             with Vertical(id="training-side"):
                 yield VramPanel(id="vram")
                 yield Static(id="samples")
-                yield RichLog(id="training-log", markup=False, wrap=True, max_lines=300)
+                yield RichLog(id="training-log", markup=False, wrap=True, max_lines=300, min_width=20)  # wrap to the pane
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#dim-grid").display = False
         self.update_from(self.app.model, force=True)  # type: ignore[attr-defined]
         self.set_interval(HOST_SAMPLE_S, self._sample)
+        self._sample()  # the first figures at once, not a second later
 
     def on_screen_resume(self) -> None:
         self.update_from(self.app.model, force=True)  # type: ignore[attr-defined]

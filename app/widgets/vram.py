@@ -70,13 +70,14 @@ class VramPanel(Vertical):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.border_title = "VRAM"
+        self.border_title = "VRAM / RAM"
         self.has_gpu = False
         self._host: deque[tuple[float, float]] = deque(maxlen=600)  # (time, process RSS MB) while shown
 
     def compose(self) -> ComposeResult:
         yield ProgressBar(total=100, show_eta=False, id="vram-gauge")
-        yield Static(id="vram-facts")
+        yield Static(Text("sampling GPU memory, or RAM and CPU where there is no NVIDIA GPU…", style="dim"),
+                     id="vram-facts")
         yield LineChart(id="vram-history")
 
     def _gauge(self, total: float, used: float) -> None:
