@@ -88,7 +88,7 @@ def follow(run_dir: Path, only: list[str] | None = None) -> int:
     store.close()
     bad = [rows[n] for n in wanted if rows[n].status != "succeeded"]
     for r in bad:
-        print(f"{r.name}: {r.status}" + (f": {r.reason}" if r.reason else ""), file=sys.stderr)
+        print(f"{r.name}: {r.status}" + (f": {inert(r.reason, oneline=True)}" if r.reason else ""), file=sys.stderr)
     return 0 if not bad else 1
 
 
@@ -236,7 +236,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     with RunStore(run_dir / "run.db") as store:
         for name in names:
             row = store.stage(name)
-            print(f"{name}: {row.status}" + (f" ({row.reason})" if row.reason else ""))
+            print(f"{name}: {row.status}" + (f" ({inert(row.reason, oneline=True)})" if row.reason else ""))
     return 0
 
 
