@@ -110,8 +110,9 @@ class AbaApp(RunControl, App):
             if stage.status == "succeeded":
                 self.notify(f"{stage.name} succeeded", title="stage ended")
             elif stage.status in ("failed", "crashed"):
-                self.notify(f"{stage.name} {stage.status}: {inert(stage.reason or '', oneline=True)}", title="stage ended",
-                            severity="error", timeout=10, markup=False)  # the reason may quote a model's output
+                reason = inert(stage.reason or "", oneline=True)  # it may quote a model's output
+                self.notify(f"{stage.name} {stage.status}: {reason}", title="stage ended", severity="error", timeout=10,
+                            markup=False)
             elif stage.status == "cancelled":
                 self.notify(f"{stage.name} cancelled", severity="warning")
         try:

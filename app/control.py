@@ -37,12 +37,13 @@ def _join(names: list[str]) -> str:
 
 
 class RunControl:
-    """Mixed into AbaApp: the confirmations and the engine calls behind them (each in a thread)."""
+    """Mixed into AbaApp (needs its `model`, `runs_dir`, `config_path`, `open_run` and App's own methods): the
+    confirmations and the engine calls behind them, each call in a thread."""
 
     # -- the command palette: the app's actions and the shown screen's keys --------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)  # type: ignore[misc]
+        yield from super().get_system_commands(screen)
         for title, help_text, action in APP_COMMANDS:
             yield SystemCommand(title, help_text, self._runner(action))
         seen = {a for _, _, a in APP_COMMANDS}
@@ -56,32 +57,32 @@ class RunControl:
                                 self._runner(binding.action, active.node))
 
     def _runner(self, action: str, node=None) -> Callable[[], object]:
-        return lambda: self.run_action(action, node)  # type: ignore[attr-defined]
+        return lambda: self.run_action(action, node)
 
     # -- the open run ------------------------------------------------------------------------------
 
     def _rc_rows(self) -> dict:
-        return {s.name: s for s in self.model.stages}  # type: ignore[attr-defined]
+        return {s.name: s for s in self.model.stages}
 
     def _rc_running(self) -> list[str]:
-        return [s.name for s in self.model.stages if s.status == "running"]  # type: ignore[attr-defined]
+        return [s.name for s in self.model.stages if s.status == "running"]
 
     def _rc_need_run(self) -> Path | None:
-        run_dir = self.model.run_dir  # type: ignore[attr-defined]
+        run_dir = self.model.run_dir
         if run_dir is None:
-            self.notify("no run open: press n to start one, or F5 to open one", severity="warning")  # type: ignore[attr-defined]
+            self.notify("no run open: press n to start one, or F5 to open one", severity="warning")
         return run_dir
 
     def _rc_selected(self) -> str | None:
         """The stage highlighted on the screen shown (the pipeline's table), if any."""
-        return getattr(self.screen, "selected_stage", lambda: None)()  # type: ignore[attr-defined]
+        return getattr(self.screen, "selected_stage", lambda: None)()
 
     def _rc_confirm(self, title: str, what: str, then: Callable[[], object]) -> None:
         def answered(yes: bool | None) -> None:
             if yes:
                 then()
 
-        self.push_screen(ConfirmScreen(title, what), answered)  # type: ignore[attr-defined]
+        self.push_screen(ConfirmScreen(title, what), answered)
 
     # -- start, cancel, skip, resume, new run -------------------------------------------------------
 
@@ -96,25 +97,25 @@ class RunControl:
                 return
             row, running = self._rc_rows().get(name), self._rc_running()
             if running:
-                self.notify(f"{_join(running)} running: wait for it or cancel it (c) before starting {name}",  # type: ignore[attr-defined]
+                self.notify(f"{_join(running)} running: wait for it or cancel it (c) before starting {name}",
                             severity="warning")
             elif row is not None and row.attempts:
                 self._rc_confirm(f"Re-run {name}?",
-                              f"{name} has run {row.attempts} time(s) (last: {row.status}). Starting it again "
-                              "replaces its results and metrics with the new attempt's; a stage with a checkpoint "
-                              "continues from it.", lambda: self.start_stage(name))
+                                 f"{name} has run {row.attempts} time(s) (last: {row.status}). Starting it again "
+                                 "replaces its results and metrics with the new attempt's; a stage with a checkpoint "
+                                 "continues from it.", lambda: self.start_stage(name))
             else:
                 self.start_stage(name)
 
-        self.push_screen(StagePicker(list(STAGES), self._rc_rows(), self._rc_running(), current), picked)  # type: ignore[attr-defined]
+        self.push_screen(StagePicker(list(STAGES), self._rc_rows(), self._rc_running(), current), picked)
 
     def action_cancel(self) -> None:
         """Cancel the run: what is running stops at a checkpoint, what is pending does not start. Named first."""
         if self._rc_need_run() is None:
             return
-        live = [r for r in self.model.stages if r.selected and r.status in ("running", "pending")]  # type: ignore[attr-defined]
+        live = [r for r in self.model.stages if r.selected and r.status in ("running", "pending")]
         if not live:
-            self.notify("nothing to cancel: no stage is running or pending")  # type: ignore[attr-defined]
+            self.notify("nothing to cancel: no stage is running or pending")
             return
         running = [r.name for r in live if r.status == "running"]
         pending = [r.name for r in live if r.status == "pending"]
@@ -135,35 +136,35 @@ class RunControl:
                 return
             row = self._rc_rows().get(name)
             if row is not None and row.status == "running":
-                self.notify(f"{name} is running: cancel it (c) first", severity="warning")  # type: ignore[attr-defined]
+                self.notify(f"{name} is running: cancel it (c) first", severity="warning")
                 return
             self._rc_confirm(f"Skip {name}?", f"{name} is marked skipped and will not run in this run; stages after "
-                          "it run without its output (start it later with s).", lambda: self.skip_stage(name))
+                             "it run without its output (start it later with s).", lambda: self.skip_stage(name))
 
         stage = stage or self._rc_selected()
         if stage:
             picked(stage)
         else:
-            self.push_screen(StagePicker(list(STAGES), self._rc_rows(), self._rc_running(), None, "Skip"), picked)  # type: ignore[attr-defined]
+            self.push_screen(StagePicker(list(STAGES), self._rc_rows(), self._rc_running(), None, "Skip"), picked)
 
     def action_resume_run(self) -> None:
         if self._rc_need_run() is None:
             return
-        todo = [r.name for r in self.model.stages if r.selected and r.status not in ("succeeded", "skipped")]  # type: ignore[attr-defined]
+        todo = [r.name for r in self.model.stages if r.selected and r.status not in ("succeeded", "skipped")]
         if not todo:
-            self.notify("nothing to resume: every stage of the run succeeded or was skipped")  # type: ignore[attr-defined]
+            self.notify("nothing to resume: every stage of the run succeeded or was skipped")
             return
         self._rc_confirm("Resume the run?", f"Starts {_join(todo)} again, each from its last checkpoint.",
-                      self.resume_run)
+                         self.resume_run)
 
     def action_new_run(self) -> None:
         running = self._rc_running()
-        run_dir = self.model.run_dir  # type: ignore[attr-defined]
+        run_dir = self.model.run_dir
         if running and run_dir is not None:
             self._rc_confirm("Start a second run at the same time?",
-                          f"Run {run_dir.name} is live ({_join(running)} running). A new run starts its own "
-                          "workers beside it: both share this machine's cores and memory (and its GPU).",
-                          self._new_run_dialog)
+                             f"Run {run_dir.name} is live ({_join(running)} running). A new run starts its own "
+                             "workers beside it: both share this machine's cores and memory (and its GPU).",
+                             self._new_run_dialog)
         else:
             self._new_run_dialog()
 
@@ -174,35 +175,35 @@ class RunControl:
             if path is not None:
                 self._start_new(path)
 
-        self.push_screen(NewRunScreen(self.config_path), chosen)  # type: ignore[attr-defined]
+        self.push_screen(NewRunScreen(self.config_path), chosen)
 
     # -- the engine calls, in threads ---------------------------------------------------------------
 
     @work(thread=True, group="actions", exit_on_error=False)
     def _start_new(self, path: Path) -> None:
-        run_dir = sup.start(path, self.runs_dir)  # type: ignore[attr-defined]
-        self.call_from_thread(self.open_run, run_dir)  # type: ignore[attr-defined]
-        self.call_from_thread(self.notify, f"run {run_dir.name} started from {path}")  # type: ignore[attr-defined]
+        run_dir = sup.start(path, self.runs_dir)
+        self.call_from_thread(self.open_run, run_dir)
+        self.call_from_thread(self.notify, f"run {run_dir.name} started from {path}")
 
     @work(thread=True, group="actions", exit_on_error=False)
     def start_stage(self, stage: str) -> None:
-        if self.model.run_dir is None:  # type: ignore[attr-defined]
+        if self.model.run_dir is None:
             raise UserError("no run open: press n to start one")
-        sup.start_stage(self.model.run_dir, stage)  # type: ignore[attr-defined]
-        self.call_from_thread(self.notify, f"{stage} started")  # type: ignore[attr-defined]
+        sup.start_stage(self.model.run_dir, stage)
+        self.call_from_thread(self.notify, f"{stage} started")
 
     @work(thread=True, group="actions", exit_on_error=False)
     def resume_run(self) -> None:
-        sup.resume(self.model.run_dir)  # type: ignore[attr-defined]
-        self.call_from_thread(self.notify, "resuming the stages that did not succeed")  # type: ignore[attr-defined]
+        sup.resume(self.model.run_dir)
+        self.call_from_thread(self.notify, "resuming the stages that did not succeed")
 
     @work(thread=True, group="actions", exit_on_error=False)
     def cancel_run(self, stage: str | None = None) -> None:
-        self.call_from_thread(self.notify, "asking the stage to save a checkpoint and stop...")  # type: ignore[attr-defined]
-        names = sup.cancel(self.model.run_dir, stage)  # type: ignore[attr-defined]
-        self.call_from_thread(self.notify, f"cancelled: {', '.join(names) or 'nothing was running'}")  # type: ignore[attr-defined]
+        self.call_from_thread(self.notify, "asking the stage to save a checkpoint and stop...")
+        names = sup.cancel(self.model.run_dir, stage)
+        self.call_from_thread(self.notify, f"cancelled: {', '.join(names) or 'nothing was running'}")
 
     @work(thread=True, group="actions", exit_on_error=False)
     def skip_stage(self, stage: str) -> None:
-        sup.skip(self.model.run_dir, stage)  # type: ignore[attr-defined]
-        self.call_from_thread(self.notify, f"{stage} skipped")  # type: ignore[attr-defined]
+        sup.skip(self.model.run_dir, stage)
+        self.call_from_thread(self.notify, f"{stage} skipped")

@@ -25,6 +25,7 @@ from engine.errors import UserError
 from engine.store import RunStore
 from engine.text import inert
 
+
 class TracesScreen(AgreementPane, Screen):
     BINDINGS = [
         Binding("escape", "focus_table", "Table", show=False),
