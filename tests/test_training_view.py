@@ -178,3 +178,13 @@ def test_worker_threads_are_its_share_unless_configured(monkeypatch):
         assert threads.cap_threads(2) == 2 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_aba_run_prints_progress_and_eta(tmp_path, runs_dir, busy_env, monkeypatch):
+    from tests.conftest import aba, write_config
+
+    cfg = write_config(tmp_path, '[run]\nstages = ["smoke"]\n')
+    proc = aba("run", str(cfg), env={"BUSY_STEPS": "100", "BUSY_DELAY": "0.1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("stage smoke: ") and "/100" in ln]
+    assert any("ETA" in ln for ln in lines), proc.stdout
