@@ -27,6 +27,13 @@ def _duration(started: float | None, ended: float | None) -> str:
     return f"{secs // 60}m{secs % 60:02d}s" if secs >= 60 else f"{secs}s"
 
 
+def _reason(s) -> Text:
+    """Why a stage ended; while it runs, what it is doing (its progress label: e.g. building the demo model)."""
+    if s.status == "running" and s.progress_label:
+        return Text(inert(s.progress_label, oneline=True), style="dim")
+    return Text(inert(s.reason or "", oneline=True))
+
+
 class PipelineScreen(Screen):
     # The run-control keys (n s c r k e) are the app's, the same on every screen; here they act on the selected row.
     BINDINGS = [
@@ -91,7 +98,7 @@ class PipelineScreen(Screen):
                 prog = progress_cell(s.status, s.progress, s.progress_total, eta.last() if eta else None)
                 table.add_row(
                     s.name, Text(s.status, style=STATUS_STYLE.get(s.status, "")), str(s.attempts),
-                    _duration(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), Text(inert(s.reason or "", oneline=True)),
+                    _duration(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), _reason(s),
                     key=s.name,
                 )
         else:
