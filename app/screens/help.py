@@ -40,6 +40,9 @@ Runs
 
 Eval
   arrows choose a cell: its output below    s start eval or export    f refresh
+
+Commitment
+  arrows choose a cell: its samples below    d next metric    f refresh    s start the commitment stage
 """
 
 
