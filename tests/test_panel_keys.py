@@ -257,3 +257,18 @@ async def test_reads_run_in_workers_and_agreement_is_debounced_on_the_edited_dim
         await pilot.pause(1.0)
         assert calls == [(False, [DIMENSIONS[1]])]  # once, for the edited dimension only
         assert screen._agreement[DIMENSIONS[1]]["n"] == 1 and screen.query_one("#agreement").display
+
+
+async def test_clicking_a_column_title_sorts_by_it(runs_dir):
+    run = make_fixture_run(runs_dir)
+    app = make_app(run.name, runs_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f4")
+        screen = app.screen
+        table = screen.query_one(TraceTable)
+        await _wait_for(pilot, lambda: len(table.ids) == 12)
+        x = table.render_line(0).text.index("HLP")
+        await pilot.click(TraceTable, offset=(x + 1, 0))
+        await _wait_for(pilot, lambda: screen.sort == "helpfulness" and screen.descending)
+        await pilot.click(TraceTable, offset=(x + 1, 0))
+        await _wait_for(pilot, lambda: screen.sort == "helpfulness" and not screen.descending)

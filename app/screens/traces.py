@@ -343,17 +343,20 @@ class TracesScreen(AgreementPane, Screen):
 
     # -- sorting and filtering -------------------------------------------------------------------------
 
-    def action_pick_sort(self) -> None:
-        def chosen(key: str | None) -> None:
-            if key is None:
-                return
-            if key == self.sort:
-                self.descending = not self.descending
-            else:
-                self.sort, self.descending = key, key not in ("id", "category", "tier")  # scores: best first
-            self.reload()
+    def _sort_by(self, key: str | None) -> None:
+        if key is None:
+            return
+        if key == self.sort:
+            self.descending = not self.descending
+        else:
+            self.sort, self.descending = key, key not in ("id", "category", "tier")  # scores: best first
+        self.reload()
 
-        self.app.push_screen(SortPicker(self.sort), chosen)
+    def action_pick_sort(self) -> None:
+        self.app.push_screen(SortPicker(self.sort), self._sort_by)
+
+    def on_trace_table_header_clicked(self, message: TraceTable.HeaderClicked) -> None:
+        self._sort_by(message.key)
 
     def action_reverse_sort(self) -> None:
         self.descending = not self.descending

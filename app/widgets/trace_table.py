@@ -126,6 +126,12 @@ class TraceTable(ScrollView, can_focus=True):
         start: int
         rows: dict[int, str]  # by trace id
 
+    @dataclass
+    class HeaderClicked(Message):
+        """A column title was clicked: sort by that column (again: reverse)."""
+
+        key: str
+
     cursor = reactive(0)
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -250,6 +256,13 @@ class TraceTable(ScrollView, can_focus=True):
             self.cursor = index % len(self.ids)
 
     def on_click(self, event: events.Click) -> None:
+        if event.y == 0:  # the header: which column is under the pointer
+            x = int(self.scroll_offset.x) + event.x
+            for c in COLUMNS:
+                if x < c.width + 1:
+                    self.post_message(self.HeaderClicked(c.key))
+                    break
+                x -= c.width + 1
         index = int(self.scroll_offset.y) + event.y - 1
         if event.y >= 1 and 0 <= index < len(self.ids):
             self.cursor = index
