@@ -31,7 +31,8 @@ Training
 Traces
   up/down move    left/right scroll    [ ] choose the dimension    + / - change its score by 0.1
   enter type a score    x back to the judge's score    u undo the last edit    v reviewed on/off
-  g next unreviewed    o sort by a column (again: reverse)    O reverse    / filters    a agreement
+  g next unreviewed    o sort by a column, or click its title (again: reverse)    O reverse    / filters
+  a agreement
   tab the trace pane (End: the whole trace)    Esc back to the table
   Each edit is committed at once: quitting loses nothing. The judge's score is never overwritten.
 
