@@ -190,6 +190,8 @@ class TracesScreen(AgreementPane, Screen):
         self.post_message(TraceLoaded(make_view(store.trace(trace_id))))
 
     def on_trace_loaded(self, message: TraceLoaded) -> None:
+        if message.view.trace["id"] != self.query_one(TraceTable).current_id:
+            return  # a read for a row the cursor has already left
         same = self.view is not None and self.view.trace["id"] == message.view.trace["id"]
         self.view = message.view
         self._draw_scores()
