@@ -201,4 +201,4 @@ class LineChart(Widget):
         gap = max(plot_w - len(left) - len(right), 1)
         strips.append(Strip([Segment(" " * axis_w + "└" + left + " " * gap + right, muted)]))
         strips += legend
-        return [s.crop(0, width) for s in strips]
+        return [s if s.cell_length <= width else s.crop(0, width) for s in strips]  # a Strip costs: crop only when wide
