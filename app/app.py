@@ -11,11 +11,12 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerState
 
-from app.control import RunControl
+from app.control import EtaUpdate, RunControl
 from app.messages import RunDelta, RunOpened
 from app.watch import Poller, RunModel
 from engine import config as config_mod
 from engine.runner import supervisor as sup
+from engine.runner.progress import eta_left
 from engine.dims import equal_weights
 from engine.errors import UserError
 from engine.text import inert
@@ -66,6 +67,7 @@ class AbaApp(RunControl, App):
         self.model = RunModel()
         self.model.reset(run_dir)
         self.draft_stages = config_mod.load(config_path).run.stages if config_path else None
+        self.etas: dict[str, float | None] = {}  # seconds left per running stage, read by the poll thread
         self.latency: list[float] = []  # commit-to-screen delays seen, for the latency benchmark
         self._weights: tuple[Path | None, dict[str, float]] = (None, {})
 
@@ -94,6 +96,8 @@ class AbaApp(RunControl, App):
             while not worker.is_cancelled:
                 delta = poller.poll()
                 self.post_message(RunDelta(delta))
+                running = [s for s in delta.stages if s.status == "running"]
+                self.post_message(EtaUpdate(run_dir, {s.name: eta_left(poller.store, s) for s in running}))
                 if not delta.more:
                     time.sleep(POLL_S)
         finally:
@@ -121,6 +125,11 @@ class AbaApp(RunControl, App):
             return
         if update:
             update(self.model)
+
+    @on(EtaUpdate)
+    def _apply_etas(self, message: EtaUpdate) -> None:
+        if message.run_dir == self.model.run_dir:
+            self.etas = message.etas
 
     @on(RunOpened)
     def _run_opened(self, message: RunOpened) -> None:

@@ -6,10 +6,12 @@ One meaning per key on every screen: n new run, s start a stage, c cancel, r res
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import work
 from textual.app import SystemCommand
+from textual.message import Message
 from textual.screen import Screen
 
 from app.screens.confirm import ConfirmScreen, StagePicker
@@ -30,6 +32,14 @@ APP_COMMANDS = [
     ("Go to traces", "F4", "switch_mode('traces')"), ("Go to runs", "F5", "switch_mode('runs')"),
     ("Go to eval", "F6", "switch_mode('eval')"), ("Go to commitment sweep", "F7", "switch_mode('commitment')"),
 ]
+
+
+@dataclass
+class EtaUpdate(Message):
+    """Seconds left per running stage of the open run (from its worker's own rate), read by the poll thread."""
+
+    run_dir: Path
+    etas: dict[str, float | None]
 
 
 def _join(names: list[str]) -> str:

@@ -49,7 +49,6 @@ def test_run_succeeds_and_first_line(tmp_path, busy_env, runs_dir):
     smoke = next(s for s in status["stages"] if s["name"] == "smoke")
     assert smoke["status"] == "succeeded" and smoke["attempts"] == 1
     rows = json.loads(_aba("metrics", run_id, "--stage", "smoke", "--json").stdout)
-    rows = [r for r in rows if r["key"] != "progress/eta_s"]  # the stage's ETA (StageContext.progress) beside its own
     assert {"step", "key", "value", "time"} <= set(rows[0]) and len(rows) == 30 * 20
 
 

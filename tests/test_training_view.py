@@ -12,7 +12,7 @@ import pytest
 from app.app import make_app
 from app.widgets.chart import PALETTE, Line, LineChart, is_flat
 from engine.dims import DIMENSIONS, SHORT
-from engine.runner.progress import ETA_KEY, EtaMeter, progress_cell
+from engine.runner.progress import EtaMeter, eta_left, progress_cell
 from engine.store import RunStore
 from tests.conftest import ROOT
 from tests.uifixtures import T0, make_fixture_run
@@ -110,11 +110,14 @@ def test_context_progress_writes_the_eta(runs_dir):
     run = make_fixture_run(runs_dir)
     with RunStore(run / "run.db") as store:
         ctx = StageContext("sft", run, config_mod.load(run / "config.toml"), store)
+        store._conn.execute("UPDATE stages SET status = 'running', started = ? WHERE name = 'sft'", (time.time(),))
         for i in range(1, 6):
             ctx.progress(i, 10)
             time.sleep(0.3)
-        eta = store.latest_metric("sft", ETA_KEY)
+        eta = eta_left(store, store.stage("sft"))
+        metrics = {r.key for r in store.metrics_since(0, "sft")}
     assert eta is not None and 0.5 < eta < 5.0
+    assert not metrics  # wall-clock figures stay out of the metric series (same seed, same series)
 
 
 def test_piped_cli_output_never_cuts_ids(runs_dir):

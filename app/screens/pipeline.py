@@ -12,7 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
 from app.watch import RunModel
-from engine.runner.progress import ETA_KEY, progress_cell
+from engine.runner.progress import progress_cell
 from engine.text import inert
 from engine.stages.registry import STAGES
 
@@ -94,8 +94,7 @@ class PipelineScreen(Screen):
             for s in rows:
                 if not s.selected and s.status == "pending" and s.attempts == 0:
                     continue
-                eta = model.get(s.name, ETA_KEY)
-                prog = progress_cell(s.status, s.progress, s.progress_total, eta.last() if eta else None)
+                prog = progress_cell(s.status, s.progress, s.progress_total, getattr(app, "etas", {}).get(s.name))
                 table.add_row(
                     s.name, Text(s.status, style=STATUS_STYLE.get(s.status, "")), str(s.attempts),
                     _duration(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), _reason(s),

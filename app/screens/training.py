@@ -21,7 +21,7 @@ from app.widgets.quiet import update_if_changed
 from app.widgets.chart import PALETTE, Line, LineChart
 from app.widgets.vram import HostSample, VramPanel, sample_host
 from engine.dims import DIMENSIONS, SHORT
-from engine.runner.progress import ETA_KEY, progress_cell
+from engine.runner.progress import progress_cell
 from engine.stages.registry import TRAINING_STAGES
 from engine.text import inert
 
@@ -126,9 +126,9 @@ class TrainingScreen(Screen):
         if row is None:
             title.append("not started", style="dim")
         else:
-            eta = model.get(self.stage, ETA_KEY)
+            eta = getattr(self.app, "etas", {}).get(self.stage)
             title.append(f"{row.status} ", style="bold")
-            title.append(progress_cell(row.status, row.progress, row.progress_total, eta.last() if eta else None))
+            title.append(progress_cell(row.status, row.progress, row.progress_total, eta))
         title.append("   following the running stage" if self.follow else "   pinned (tab: next stage)", style="dim")
         title.append(f"   t: EMA {'on' if self.smooth else 'off'}   m: {'multiples' if self.multiples else 'one chart'}"
                      "   0-9: total/components", style="dim")

@@ -13,7 +13,7 @@ from engine import config as config_mod
 from engine.cli.common import DEMO_CONFIG, open_run, when
 from engine.runner import supervisor as sup
 from engine.cli.output import print_table
-from engine.runner.progress import ETA_KEY, duration, progress_cell
+from engine.runner.progress import duration, eta_left, progress_cell
 from engine.store import FINAL, RunStore
 from engine.text import inert
 
@@ -113,7 +113,7 @@ def _follow_plain(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
                 print(f"stage {row.name}: {row.status}{extra}", flush=True)
             if row.name in wanted and row.status == "running" and row.progress is not None and time.monotonic() >= shown_at:
                 shown_at = time.monotonic() + PROGRESS_EVERY_S  # piped: a progress line every few seconds
-                eta = store.latest_metric(row.name, ETA_KEY)
+                eta = eta_left(store, row)
                 print(f"stage {row.name}: {progress_cell(row.status, row.progress, row.progress_total, eta)}", flush=True)
         for log in store.logs_since(last_log):
             last_log = log.id
@@ -160,7 +160,7 @@ def _follow_rich(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
                 desc = row.progress_label or messages.get(row.name, "")
                 if row.status in FINAL and row.reason:
                     desc = row.reason
-                eta = store.latest_metric(row.name, ETA_KEY) if row.status == "running" and total else None
+                eta = eta_left(store, row) if total else None
                 progress.update(task, total=total, completed=done, status=row.status,
                                 eta=f"ETA {duration(eta)}" if eta is not None else "",
                                 description=inert(desc[:100], oneline=True))
@@ -199,7 +199,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for r in rows:
             if not r.selected and r.status == "pending":
                 continue
-            eta = store.latest_metric(r.name, ETA_KEY) if r.status == "running" else None
+            eta = eta_left(store, r)
             table.append((r.name, r.status, r.attempts, r.pid or "", progress_cell(r.status, r.progress, r.progress_total, eta),
                           when(r.started), when(r.ended), r.reason or ""))
         print_table(("stage", "status", "attempts", "pid", "progress", "started", "ended", "reason"), table,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Config
-from engine.runner.progress import ETA_KEY, EtaMeter
+from engine.runner.progress import ETA_KEY, ETA_KIND, EtaMeter
 from engine.store import RunStore
 
 
@@ -62,8 +62,8 @@ class StageContext:
             self.store.add_metrics(self.name, int(step), values)
 
     def progress(self, done: float, total: float | None = None, label: str | None = None) -> None:
-        """n of N done; the time left, from this stage's own recent rate, goes out as the `progress/eta_s` metric
-        (at most once a second, and at the end)."""
+        """n of N done; the time left, from this stage's own recent rate, is kept beside it (a `progress` result,
+        written at most once a second and at the end; see engine.runner.progress)."""
         if not self.primary:
             return
         self.store.set_progress(self.name, done, total, label)
@@ -71,7 +71,8 @@ class StageContext:
         eta = self._eta.update(done, total, now)
         if eta is not None and (now - self._eta_written >= ETA_EVERY_S or (total and done >= total)):
             self._eta_written = now
-            self.store.add_metrics(self.name, int(done), {ETA_KEY: eta})
+            self.store.put_result(self.name, ETA_KIND, ETA_KEY,
+                                  {"eta_s": eta, "time": time.time(), "done": done, "total": total})
 
     def log(self, message: str, level: str = "info") -> None:
         if not self.primary:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 
-ETA_KEY = "progress/eta_s"  # metric written by StageContext.progress: seconds left, from the recent rate
+# StageContext.progress keeps the time left, from the stage's recent rate, as one result row per stage (kind
+# "progress", key "eta"): not a metric, so metric series stay the same from run to run (the ETA is wall-clock).
+ETA_KIND, ETA_KEY = "progress", "eta"
 WINDOW = 30  # progress points the rate is measured over (recent pace, not the average since the start)
 
 
@@ -29,6 +32,16 @@ class EtaMeter:
             return None
         left = max(total - done, 0.0) / ((d1 - d0) / (t1 - t0))
         return max(left - (now - t1), 0.0)
+
+
+def eta_left(store, row) -> float | None:
+    """Seconds left for a running stage, from the ETA its worker wrote (None: none yet, or from an earlier attempt)."""
+    if row.status != "running":
+        return None
+    data = store.results(row.name, ETA_KIND).get(ETA_KEY)
+    if not data or data["time"] < (row.started or 0):
+        return None
+    return max(data["eta_s"] - (time.time() - data["time"]), 0.0)
 
 
 def duration(seconds: float | None) -> str:
