@@ -161,6 +161,10 @@ async def test_cancel_asks_first_and_the_modal_blocks_until_answered(tmp_path, r
     try:
         async with app.run_test(size=(120, 40)) as pilot:
             await _wait_for(pilot, lambda: (app.model.stage("smoke") or None) and app.model.stage("smoke").status == "running")
+            from textual.widgets import DataTable
+
+            table = app.screen.query_one("#stages", DataTable)  # n/N and the time left, from the stage's own rate
+            await _wait_for(pilot, lambda: "/100000  ETA " in str(table.get_row_at(0)[4]))
             await pilot.press("c")
             assert isinstance(app.screen, ConfirmScreen)
             what = str(app.screen.what)
