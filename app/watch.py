@@ -94,7 +94,7 @@ class Poller:
         self.store.close()
 
     def poll(self) -> Delta:
-        stages = sup.refresh(self.store)  # marks a dead worker crashed, as anyone looking does
+        stages = sup.notice_crashes(self.store)  # marks a dead worker crashed, as anyone looking does
         rows = self.store.metrics_since(self.metric_cursor, limit=CHUNK)
         grouped: dict[tuple[str, str], tuple[list, list]] = {}
         oldest = rows[0].time if rows else None

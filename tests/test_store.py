@@ -44,11 +44,11 @@ def test_stage_lifecycle_and_attempts(tmp_path):
     s = _store(tmp_path)
     assert s.start_attempt("a", 123) == 1
     assert s.stage("a").status == "running"
-    s.finish_stage("a", "failed", "boom", 1)
-    assert s.finish_stage("a", "crashed", only_if_running=True) is False
-    s.reset_stage("a")
+    assert s.end_attempt("a", 1, "failed", "boom", 1)
+    assert s.end_attempt("a", 1, "crashed") is False
+    assert s.reset_stage("a")
     assert s.start_attempt("a", 124) == 2
-    s.finish_stage("a", "succeeded")
+    assert s.end_attempt("a", 2, "succeeded")
     att = s.attempts("a")
     assert [(a["n"], a["status"]) for a in att] == [(1, "failed"), (2, "succeeded")]
 

@@ -23,6 +23,6 @@ def when(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else ""
 
 
-def open_run(args: argparse.Namespace) -> tuple[Path, RunStore]:
+def open_run(args: argparse.Namespace, readonly: bool = False) -> tuple[Path, RunStore]:
     run_dir = sup.resolve_run(getattr(args, "run_id", None), sup.runs_dir(args.runs_dir))
-    return run_dir, RunStore(run_dir / "run.db")
+    return run_dir, RunStore(run_dir / "run.db", readonly=readonly)

@@ -74,7 +74,7 @@ def cmd_skip(args: argparse.Namespace) -> int:
 
 def follow(run_dir: Path, only: list[str] | None = None) -> int:
     """Show progress until the run stops. Ctrl-C cancels politely. Exit 0 when every asked stage succeeded."""
-    store = RunStore(run_dir / "run.db")
+    store = RunStore(run_dir / "run.db", readonly=True)
     wanted = only or [r.name for r in store.stages() if r.selected]
     try:
         if sys.stdout.isatty():
@@ -84,7 +84,7 @@ def follow(run_dir: Path, only: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ncancelling: the stage saves a checkpoint and stops (resume with `aba resume`)...", file=sys.stderr)
         sup.cancel(run_dir)
-    rows = {r.name: r for r in sup.refresh(store)}
+    rows = {r.name: r for r in sup.notice_crashes(store)}
     store.close()
     bad = [rows[n] for n in wanted if rows[n].status != "succeeded"]
     for r in bad:
@@ -96,8 +96,8 @@ PROGRESS_EVERY_S = 5.0
 
 
 def _running(store: RunStore) -> bool:
-    rows = sup.refresh(store)
-    return any(r.status == "running" for r in rows) or sup.pid_alive(store.run_info().get("driver_pid"))
+    rows = sup.notice_crashes(store)
+    return any(r.status == "running" for r in rows) or sup.run_driven(store)
 
 
 def _follow_plain(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
@@ -186,9 +186,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                     [(r.id, r.name, when(r.created), r.state, " ".join(f"{s.name}:{s.status}" for s in r.stages if s.selected))
                      for r in runs])
         return 0
-    run_dir, store = open_run(args)
+    run_dir, store = open_run(args, readonly=True)
     with store:
-        rows = sup.refresh(store)
+        rows = sup.notice_crashes(store)
         events = store.events(kind="fallback")
         if args.json:
             out = {"id": run_dir.name, "state": sup.run_state(rows), "stages": [_stage_json(r) for r in rows],
@@ -215,7 +215,7 @@ def _stage_json(r) -> dict[str, Any]:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    run_dir, store = open_run(args)
+    run_dir, store = open_run(args, readonly=True)
     last = 0
     with store:
         while True:

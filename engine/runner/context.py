@@ -34,6 +34,7 @@ class StageContext:
     cancel_event: threading.Event = field(default_factory=threading.Event)
     step: int = 0  # the stage's latest step, for VRAM samples taken between steps
     primary: bool = True  # False on ranks > 0 of a data-parallel stage: they train but report nothing
+    attempt: int = 0  # which attempt of the stage this is (the driver numbers them; 0 outside a worker)
     _eta: EtaMeter = field(default_factory=EtaMeter, repr=False)
     _eta_written: float = -1e9
 

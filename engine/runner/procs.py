@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 IS_WINDOWS = sys.platform == "win32"
+START_TIME_TOLERANCE_S = 1.0
 
 
 def spawn_detached(args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen:
@@ -62,29 +63,72 @@ def _windows_alive(pid: int) -> bool:
         kernel32.CloseHandle(handle)
 
 
-def ask_to_stop(pid: int) -> None:
+def same_process(pid: int | None, started: float | None) -> bool | None:
+    """Is `pid` still the process that started at `started` (its start time as `process_started` read it)?
+
+    True: yes. False: no such live process (gone, a zombie, or the pid now belongs to a process that started at
+    another time: pid reuse, a reboot). None: a process has the pid but which one cannot be told (no start time
+    was recorded, or the OS will not say). psutil reads the start time from /proc on Linux, from the process's
+    creation time (GetProcessTimes) on Windows, and from the kernel's process table on macOS."""
+    import psutil  # here, not at the top: workers, which only get signalled, do not pay for it
+
+    if not pid or pid <= 0:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if started is None:
+            return None
+        # Wall-clock start times move when the clock is stepped (NTP); a reused pid started long before or after.
+        return abs(proc.create_time() - started) <= START_TIME_TOLERANCE_S
+    except psutil.NoSuchProcess:  # ZombieProcess is one too
+        return False
+    except psutil.AccessDenied:
+        return None
+
+
+def process_started(pid: int) -> float | None:
+    """The start time of a live process (seconds since the epoch), the second half of its identity."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def ask_to_stop(pid: int | None, started: float | None) -> bool:
     """The polite signal: SIGTERM to the process group, CTRL_BREAK on Windows. The stage saves and exits.
 
+    Sent only when `pid` is verifiably the process that started at `started`: never to a stranger that got the pid.
     A detached Windows worker has no console for CTRL_BREAK to reach, so the cancel flag in the run database
-    (read with every heartbeat, 2 s apart) is what stops it there; the signal only speeds things up on POSIX."""
+    (read with every heartbeat, 2 s apart) is what stops it there; the signal only speeds things up on POSIX.
+    Returns whether the signal was sent."""
+    if pid is None or same_process(pid, started) is not True:
+        return False
     try:
         if IS_WINDOWS:
             os.kill(pid, signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined]
         else:
             os.killpg(pid, signal.SIGTERM)
     except (ProcessLookupError, PermissionError, OSError):
-        pass
+        return False
+    return True
 
 
-def kill_tree(pid: int) -> None:
-    """Hard stop of a worker and everything it started."""
+def kill_tree(pid: int | None, started: float | None) -> bool:
+    """Hard stop of a worker and everything it started, only when `pid` is verifiably that worker."""
+    if pid is None or same_process(pid, started) is not True:
+        return False
     try:
         if IS_WINDOWS:
             subprocess.run(["taskkill", "/F", "/T", "/PID", str(pid)], capture_output=True, check=False)
         else:
             os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError, OSError):
-        pass
+        return False
+    return True
 
 
 def describe_exit(code: int | None) -> str:

@@ -17,10 +17,11 @@ from pathlib import Path
 from engine import config as config_mod
 from engine.config import STAGES, Config
 from engine.errors import UserError
-from engine.runner.procs import ask_to_stop, describe_exit, kill_tree, pid_alive, spawn_detached
-from engine.store import FINAL, RunStore, StageRow
+from engine.runner.liveness import STALE_HEARTBEAT_S, driver_alive, log_tail, notice_crashes, worker_alive  # noqa: F401
+from engine.runner.procs import ask_to_stop, describe_exit, kill_tree, pid_alive, process_started, spawn_detached  # noqa: F401
+from engine.store import RunStore, StageRow
 
-STALE_HEARTBEAT_S = 30.0
+EXIT_ANOTHER_DRIVER = 4
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -86,8 +87,8 @@ def list_runs(root: Path) -> list[RunSummary]:
     out = []
     for path in list_run_dirs(root):
         try:
-            with RunStore(path / "run.db") as store:
-                stages = refresh(store)
+            with RunStore(path / "run.db", readonly=True) as store:
+                stages = notice_crashes(store)
                 info = store.run_info()
         except UserError:
             continue
@@ -131,14 +132,17 @@ def _python_env() -> dict[str, str]:
 
 def launch(run_dir: Path, only: list[str] | None = None) -> int:
     """Start the detached driver for a run (all selected stages, or `only` these); returns its pid."""
-    with RunStore(run_dir / "run.db") as store:
-        info = store.run_info()
-        if pid_alive(info.get("driver_pid")):
-            raise UserError(f"run {run_dir.name} is already being driven (pid {info['driver_pid']})")
-        args = [sys.executable, "-m", "engine.runner.supervisor", str(run_dir)] + (["--only", ",".join(only)] if only else [])
+    args = [sys.executable, "-m", "engine.runner.supervisor", str(run_dir)] + (["--only", ",".join(only)] if only else [])
+
+    def spawn() -> tuple[int, float | None]:
         proc = spawn_detached(args, run_dir / "driver.log", env=_python_env(), cwd=ROOT)
-        store.set_driver_pid(proc.pid)
-    return proc.pid
+        return proc.pid, process_started(proc.pid)
+
+    with RunStore(run_dir / "run.db") as store:
+        pid = store.claim_driver(driver_alive, spawn)
+        if pid is None:
+            raise UserError(f"run {run_dir.name} is already being driven (pid {store.run_info()['driver_pid']})")
+    return pid
 
 
 def start(cfg_path: str | Path, root: Path, stages: list[str] | None = None) -> Path:
@@ -147,106 +151,114 @@ def start(cfg_path: str | Path, root: Path, stages: list[str] | None = None) -> 
     return run_dir
 
 
-def refresh(store: RunStore) -> list[StageRow]:
-    """Mark stages whose worker is gone without a final status as crashed; return the stages."""
-    stages = store.stages()
-    changed = False
-    for row in stages:
-        if row.status != "running":
-            continue
-        if pid_alive(row.pid):
-            continue
-        # The driver records the exit code itself; arriving here means no one could.
-        tail = " | ".join(r.message.splitlines()[0] for r in store.last_logs(row.name, 3) if r.message)
-        tail = tail or _log_tail(store.path.parent / row.name / "worker.log", 3)
-        reason = f"worker (pid {row.pid}) is gone without a final status; last log: {tail or '(none)'}"
-        changed |= store.finish_stage(row.name, "crashed", reason, None, only_if_running=True)
-    return store.stages() if changed else stages
-
-
-def _log_tail(path: Path, n: int = 5) -> str:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return ""
-    lines = [ln.strip() for ln in lines if ln.strip()]
-    return " | ".join(lines[-n:])[-600:]
+refresh = notice_crashes  # the name callers used before "mark crashed when noticed" had its own
 
 
 def drive(run_dir: Path, only: list[str] | None = None) -> int:
-    """Run each selected, unfinished stage in pipeline order; stop at the first that does not succeed."""
+    """Run each selected, unfinished stage in pipeline order; stop at the first that does not succeed.
+
+    What to do with a stage is decided when it is about to start, from the database as it is then (in the same
+    write transaction that starts it), so a skip or cancel that lands while an earlier stage runs is honoured."""
     store = RunStore(run_dir / "run.db")
-    store.set_driver_pid(os.getpid())
+    me = os.getpid()
+    if store.claim_driver(driver_alive, lambda: (me, process_started(me)), me=me) is None:
+        print(f"run {run_dir.name} has another live driver; leaving it to that one", flush=True)
+        store.close()
+        return EXIT_ANOTHER_DRIVER
     try:
         for row in store.stages():
             if only is not None and row.name not in only:
                 continue
-            if only is None and (not row.selected or row.status in ("succeeded", "skipped")):
+            if only is None and not row.selected:
                 continue
-            if store.cancel_requested(row.name):
-                store.finish_stage(row.name, "cancelled", "cancelled before it started")
-                return 3
-            log_path = run_dir / row.name / "worker.log"
-            proc = spawn_detached(
-                [sys.executable, "-m", "engine.runner.worker", row.name, str(run_dir)], log_path, env=_python_env(), cwd=ROOT
-            )
-            store.start_attempt(row.name, proc.pid)
-            code = proc.wait()
-            if store.cancel_requested(row.name) and store.finish_stage(
-                row.name, "cancelled", f"stopped on request before saving ({describe_exit(code)})", code, only_if_running=True
-            ):
-                return 3
-            if store.finish_stage(
-                row.name, "crashed", f"{describe_exit(code)}; last output: {_log_tail(log_path)}", code, only_if_running=True
-            ):
-                return 1
-            if store.stage(row.name).status != "succeeded":
-                return 1
+            code = _drive_stage(store, run_dir, row.name)
+            if code is not None:
+                return code
         return 0
     finally:
-        store.set_driver_pid(None)
+        store.release_driver(me)
         store.close()
 
 
+def _drive_stage(store: RunStore, run_dir: Path, stage: str) -> int | None:
+    """Start one stage and wait for it. None to go on with the next stage, else the driver's exit code."""
+    log_path = run_dir / stage / "worker.log"
+    procs = []
+
+    def spawn(attempt: int) -> tuple[int, float | None]:
+        args = [sys.executable, "-m", "engine.runner.worker", stage, str(run_dir), "--attempt", str(attempt)]
+        proc = spawn_detached(args, log_path, env=_python_env(), cwd=ROOT)
+        procs.append(proc)
+        print(f"attempt {attempt} of {stage}: worker pid {proc.pid}", flush=True)
+        return proc.pid, process_started(proc.pid)
+
+    outcome = store.begin_attempt(stage, spawn)
+    if outcome.attempt is None:  # not pending when its turn came: skipped, done, or cancelled meanwhile
+        return None if outcome.status in ("succeeded", "skipped") else (3 if outcome.status == "cancelled" else 1)
+    n = outcome.attempt
+    code = procs[0].wait()
+    row = store.stage(stage)
+    if row.status == "running" and row.attempts == n:
+        if row.cancel_requested:
+            store.end_attempt(stage, n, "cancelled", f"stopped on request before saving ({describe_exit(code)})", code)
+        else:
+            store.end_attempt(stage, n, "crashed", f"{describe_exit(code)}; last output: {log_tail(log_path)}", code)
+    status = next(a["status"] for a in store.attempts(stage) if a["n"] == n)
+    return None if status == "succeeded" else (3 if status == "cancelled" else 1)
+
+
 def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None, wait: bool = True) -> list[str]:
-    """Ask running stages to stop at their next step (they save a checkpoint); kill after the grace period."""
+    """Ask running stages to stop at their next step (they save a checkpoint); kill after the grace period.
+
+    Pending stages are cancelled at once. Signals go only to a running attempt's own process (pid + start time)."""
     with RunStore(run_dir / "run.db") as store:
         cfg = config_mod.load(run_dir / "config.toml")
         grace = cfg.run.cancel_grace_s if grace_s is None else grace_s
-        rows = refresh(store)
-        targets = [r for r in rows if r.selected and r.status not in FINAL and (stage is None or r.name == stage)]
+        rows = notice_crashes(store)
+        targets = [r for r in rows if r.selected and r.status in ("pending", "running") and (stage is None or r.name == stage)]
         if stage is not None and not targets:
             raise UserError(f"stage {stage!r} of run {run_dir.name} is not running or pending")
+        running = []
         for row in targets:
-            store.request_cancel(row.name)
-            if row.status == "running" and row.pid:
-                ask_to_stop(row.pid)
-        running = [r for r in targets if r.status == "running"]
+            now = store.request_cancel(row.name)  # the stage as it is now: a pending one may have started meanwhile
+            if now is not None and now.status == "running":
+                running.append(now)
+                ask_to_stop(now.pid, now.pid_started)
         if not wait:
             return [r.name for r in targets]
         deadline = time.monotonic() + grace
         while running and time.monotonic() < deadline:
             time.sleep(0.2)
-            running = [r for r in running if store.stage(r.name).status == "running" and pid_alive(r.pid)]
+            running = [r for r in running if _still_running(store, r)]
         for row in running:
-            # Status first, so the driver, seeing its child die, does not call it a crash.
-            store.finish_stage(row.name, "cancelled", f"killed after the {grace:g} s grace period", only_if_running=True)
-            kill_tree(row.pid)
-            gone_by = time.monotonic() + 5
-            while pid_alive(row.pid) and time.monotonic() < gone_by:
-                time.sleep(0.05)
-        for row in targets:
-            if row.status == "pending":
-                store.finish_stage(row.name, "cancelled", "cancelled before it started")
+            # Status first (guarded by the attempt), so the driver, seeing its child die, does not call it a crash.
+            if store.end_attempt(row.name, row.attempts, "cancelled", f"killed after the {grace:g} s grace period",
+                                 event="kill") and kill_tree(row.pid, row.pid_started):
+                gone_by = time.monotonic() + 5
+                while worker_alive(row) and time.monotonic() < gone_by:
+                    time.sleep(0.05)
         return [r.name for r in targets]
+
+
+def _still_running(store: RunStore, row: StageRow) -> bool:
+    now = store.stage(row.name)
+    return now.status == "running" and now.attempts == row.attempts and worker_alive(now)
+
+
+def _refuse_while_driven(store: RunStore, run_dir: Path) -> list[StageRow]:
+    info = store.run_info()
+    if driver_alive(info.get("driver_pid"), info.get("driver_started")):
+        raise UserError(f"run {run_dir.name} is still being driven (pid {info['driver_pid']}); wait or cancel it first")
+    rows = notice_crashes(store)
+    if any(r.status == "running" for r in rows):
+        raise UserError(f"run {run_dir.name} still has a running stage; cancel it first")
+    return rows
 
 
 def resume(run_dir: Path, stages: list[str] | None = None) -> int:
     """Rerun what did not succeed (from the stages' last checkpoints)."""
     with RunStore(run_dir / "run.db") as store:
-        rows = refresh(store)
-        if any(r.status == "running" for r in rows):
-            raise UserError(f"run {run_dir.name} still has a running stage; cancel it first")
+        rows = _refuse_while_driven(store, run_dir)
         wanted = set(parse_stages(stages)) if stages else None
         todo = [r for r in rows if (r.selected if wanted is None else r.name in wanted) and r.status not in ("succeeded", "skipped")]
         if wanted:
@@ -254,25 +266,28 @@ def resume(run_dir: Path, stages: list[str] | None = None) -> int:
         if not todo:
             raise UserError(f"run {run_dir.name}: nothing to resume, every selected stage succeeded")
         for row in todo:
-            store.reset_stage(row.name)
+            if not store.reset_stage(row.name):
+                raise UserError(f"stage {row.name} of run {run_dir.name} started meanwhile; cancel it first")
     return launch(run_dir)
 
 
 def start_stage(run_dir: Path, stage: str) -> int:
     """Run one stage of an existing run (again)."""
     with RunStore(run_dir / "run.db") as store:
-        if any(r.status == "running" for r in refresh(store)):
-            raise UserError(f"run {run_dir.name} has a running stage; wait or cancel it")
-        store.reset_stage(stage)
+        _refuse_while_driven(store, run_dir)
+        if not store.reset_stage(stage):
+            raise UserError(f"stage {stage} of run {run_dir.name} started meanwhile; cancel it first")
     return launch(run_dir, only=[stage])
 
 
 def skip(run_dir: Path, stage: str) -> None:
+    """Skip a stage that is not running; the driver honours it when the stage's turn comes."""
     with RunStore(run_dir / "run.db") as store:
-        row = store.stage(stage)
-        if row.status == "running":
-            raise UserError(f"stage {stage} is running; cancel it first")
-        store.skip_stage(stage)
+        status = store.skip_stage(stage)
+    if status == "running":
+        raise UserError(f"stage {stage} is running; cancel it first")
+    if status == "succeeded":
+        raise UserError(f"stage {stage} already succeeded; there is nothing to skip")
 
 
 def wait(run_dir: Path, poll_s: float = 0.5, timeout_s: float | None = None) -> list[StageRow]:
@@ -280,12 +295,18 @@ def wait(run_dir: Path, poll_s: float = 0.5, timeout_s: float | None = None) -> 
     start_t = time.monotonic()
     with RunStore(run_dir / "run.db") as store:
         while True:
-            rows = refresh(store)
-            if not any(r.status == "running" for r in rows) and not pid_alive(store.run_info().get("driver_pid")):
+            rows = notice_crashes(store)
+            if not any(r.status == "running" for r in rows) and not run_driven(store):
                 return rows
             if timeout_s is not None and time.monotonic() - start_t > timeout_s:
                 return rows
             time.sleep(poll_s)
+
+
+def run_driven(store: RunStore) -> bool:
+    """Whether the run's driver still runs."""
+    info = store.run_info()
+    return driver_alive(info.get("driver_pid"), info.get("driver_started"))
 
 
 def main(argv: list[str] | None = None) -> int:

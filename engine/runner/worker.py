@@ -19,7 +19,7 @@ from engine.stages.registry import stage_module
 from engine.store import RunStore
 
 HEARTBEAT_S = 2.0
-EXIT_OK, EXIT_FAILED, EXIT_CANCELLED = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_NOT_MINE = 0, 1, 3, 4
 
 
 def _monitor(ctx: StageContext, sampler: VramSampler, interval: float, done: threading.Event) -> None:
@@ -42,19 +42,28 @@ def _monitor(ctx: StageContext, sampler: VramSampler, interval: float, done: thr
         store.close()
 
 
-def run_stage(stage: str, run_dir: Path) -> int:
+def run_stage(stage: str, run_dir: Path, attempt: int) -> int:
+    """Run attempt `attempt` of a stage, which the driver started for this process (it alone counts attempts)."""
     store = RunStore(run_dir / "run.db")
-    row = store.stage(stage)
-    if row.status != "running" or row.pid != os.getpid():
-        store.start_attempt(stage, os.getpid())
+    verdict = store.accept_attempt(stage, attempt, os.getpid())
+    if verdict == "gone":
+        # The driver that spawned us died before recording the attempt, or the attempt was ended meanwhile.
+        print(f"[{stage}] attempt {attempt} is not this process's to run; exiting", flush=True)
+        store.close()
+        return EXIT_NOT_MINE
+    print(f"[{stage}] attempt {attempt} started (pid {os.getpid()})", flush=True)
+    if verdict == "cancel":
+        store.end_attempt(stage, attempt, "cancelled", "cancelled before it started", EXIT_CANCELLED)
+        store.close()
+        return EXIT_CANCELLED
     try:
         cfg = config_mod.load(run_dir / "config.toml")
     except UserError as err:
         store.log(stage, str(err), "error")
-        store.finish_stage(stage, "failed", str(err))
+        store.end_attempt(stage, attempt, "failed", str(err), EXIT_FAILED)
         return EXIT_FAILED
     threads = cap_threads(cfg.run.torch_threads, cfg.train.num_processes)  # before the stage imports torch
-    ctx = StageContext(name=stage, run_dir=run_dir, cfg=cfg, store=store)
+    ctx = StageContext(name=stage, run_dir=run_dir, cfg=cfg, store=store, attempt=attempt)
     ctx.log(f"torch threads: {threads} (run.torch_threads = {cfg.run.torch_threads or 'auto'})")
     install_stop_handler(ctx.cancel_event.set)
     sampler = VramSampler(cfg.gpu.device_index)
@@ -81,17 +90,19 @@ def run_stage(stage: str, run_dir: Path) -> int:
         monitor.join(timeout=5)
     if status != "succeeded":
         store.log(stage, f"{status}: {reason}", "error" if status == "failed" else "warn")
-    store.finish_stage(stage, status, reason, code)
+    if not store.end_attempt(stage, attempt, status, reason, code):
+        print(f"[{stage}] attempt {attempt} had already been ended elsewhere; {status} not recorded", flush=True)
     store.close()
     return code
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2:
-        print("usage: python -m engine.runner.worker STAGE RUN_DIR", file=sys.stderr)
+    if len(argv) != 4 or argv[2] != "--attempt" or not argv[3].isdigit():
+        print("usage: python -m engine.runner.worker STAGE RUN_DIR --attempt N  (the run's driver starts workers)",
+              file=sys.stderr)
         return 2
-    return run_stage(argv[0], Path(argv[1]).resolve())
+    return run_stage(argv[0], Path(argv[1]).resolve(), int(argv[3]))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ from typing import Any
 from engine.dims import DIMENSIONS
 from engine.errors import UserError
 
-SCHEMA_VERSION = 1
-STATUSES = ("pending", "running", "succeeded", "failed", "crashed", "cancelled", "skipped")
-FINAL = frozenset({"succeeded", "failed", "crashed", "cancelled", "skipped"})
+SCHEMA_VERSION = 2
 
 _J = ", ".join(f"j_{d} REAL" for d in DIMENSIONS)
 _H = ", ".join(f"h_{d} REAL" for d in DIMENSIONS)
@@ -87,6 +85,13 @@ MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY, stage TEXT, kind TEXT, key TEXT, data TEXT, time REAL, UNIQUE(stage, kind, key)
     );
     """,
+    # 2: process identity for liveness (a pid plus its start time), for attempts and the driver; one row per attempt.
+    """
+    ALTER TABLE stages ADD COLUMN pid_started REAL;
+    ALTER TABLE attempts ADD COLUMN pid_started REAL;
+    ALTER TABLE run ADD COLUMN driver_started REAL;
+    CREATE UNIQUE INDEX attempts_by_stage ON attempts (stage, n);
+    """,
 ]
 
 
@@ -107,21 +112,43 @@ class Database:
 
     def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
         self.path = Path(path)
+        self.readonly = readonly
         if not create and not self.path.exists():
             raise StoreError(f"{self.path}: no run database here")
+        if readonly:
+            self._upgrade_if_older()
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
+        if readonly:
+            # SQLite itself refuses every write on this connection ("attempt to write a readonly database").
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False, isolation_level=None)
+        else:
+            self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA busy_timeout = 30000")
         try:
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            mode = self._conn.execute("PRAGMA journal_mode" if readonly else "PRAGMA journal_mode = WAL").fetchone()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path}: not a run database ({err})") from None
+        if readonly and mode[0] != "wal":
+            raise StoreError(f"{self.path}: not a run database (journal mode {mode[0]})")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
         if not readonly:
             self._migrate()
         elif self.schema_version() != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {self.schema_version()}, this aba reads {SCHEMA_VERSION}")
+
+    def _upgrade_if_older(self) -> None:
+        """A reader of a run made by an older aba: a short-lived writer migrates it first (readers cannot)."""
+        probe = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30.0)
+        try:
+            row = probe.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        except sqlite3.DatabaseError:
+            return  # not a run database, or an empty one: the read-only open below says so
+        finally:
+            probe.close()
+        if row and int(row[0]) < SCHEMA_VERSION:
+            Database(self.path).close()
 
     # -- plumbing ---------------------------------------------------------------------------
 

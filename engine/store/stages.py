@@ -1,9 +1,9 @@
-"""The run and its stages: attempts, heartbeats, cancel requests, progress."""
+"""The run and its stages: the stage state machine, attempts, heartbeats, cancel requests, progress."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +11,30 @@ from engine.store.db import StoreError
 
 STATUSES = ("pending", "running", "succeeded", "failed", "crashed", "cancelled", "skipped")
 FINAL = frozenset({"succeeded", "failed", "crashed", "cancelled", "skipped"})
+
+
+@dataclass(frozen=True)
+class Transition:
+    sources: frozenset[str]
+    targets: frozenset[str]
+    who: str
+
+
+def _t(sources: Iterable[str], targets: Iterable[str], who: str) -> Transition:
+    return Transition(frozenset(sources), frozenset(targets), who)
+
+
+# The stage state machine, written down once. Every change of `stages.status` goes through `_move`, one guarded
+# UPDATE (`WHERE status = ? AND attempts = ?`): of two actors racing for the same row, exactly one wins.
+TRANSITIONS: dict[str, Transition] = {
+    "start": _t({"pending"}, {"running"}, "the driver, when no cancel is pending; the only place attempts grow"),
+    "end": _t({"running"}, {"succeeded", "failed", "cancelled"}, "the attempt's worker"),
+    "crash": _t({"running"}, {"crashed"}, "whoever notices the attempt's process gone (driver, CLI, panel)"),
+    "kill": _t({"running"}, {"cancelled"}, "cancel, when the grace period is over (before it kills)"),
+    "cancel": _t({"pending"}, {"cancelled"}, "cancel of a stage that has not started (no attempt is touched)"),
+    "skip": _t({"pending", "failed", "crashed", "cancelled"}, {"skipped"}, "the user (no attempt is touched)"),
+    "reset": _t({"pending", *FINAL}, {"pending"}, "resume / start again: clears the cancel request"),
+}
 
 
 @dataclass(frozen=True)
@@ -30,10 +54,45 @@ class StageRow:
     progress_total: float | None
     progress_label: str | None
     heartbeat: float | None
+    pid_started: float | None = None  # the worker's process start time: pid + this = the attempt's process
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
+
+@dataclass(frozen=True)
+class StartOutcome:
+    """What the driver found when it went to start a stage: `attempt` is set when it started one."""
+
+    status: str
+    attempt: int | None = None
+
+
+_ROW_SQL = (
+    "SELECT s.name, s.position, s.selected, s.status, s.attempts, s.pid, s.started, s.ended, s.reason,"
+    " s.exit_code, s.cancel_requested, s.progress, s.progress_total, s.progress_label, h.time, s.pid_started"
+    " FROM stages s LEFT JOIN heartbeats h ON h.stage = s.name"
+)
+
+
+def _row(r: Sequence[Any]) -> StageRow:
+    return StageRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]), r[11], r[12], r[13],
+                    r[14], r[15])
+
+
+def _move(c, stage: str, event: str, status: str, attempt: int, to: str, sets: dict[str, Any] | None = None,
+          bump: bool = False) -> bool:
+    """The one way a stage changes status: valid per TRANSITIONS, and only if nobody moved the row first."""
+    rule = TRANSITIONS[event]
+    if status not in rule.sources or to not in rule.targets:
+        raise StoreError(f"stage {stage}: no transition {status} -> {to} by {event}")
+    sets = sets or {}
+    assign = "".join(f", {k} = ?" for k in sets) + (", attempts = attempts + 1" if bump else "")
+    cur = c.execute(
+        f"UPDATE stages SET status = ?{assign} WHERE name = ? AND status = ? AND attempts = ?",
+        (to, *sets.values(), stage, status, attempt),
+    )
+    return cur.rowcount == 1
 
 
 class StagesMixin:
@@ -55,15 +114,33 @@ class StagesMixin:
                 )
 
     def run_info(self) -> dict[str, Any]:
-        row = self._q("SELECT id, name, created, config_source, driver_pid FROM run")
+        row = self._q("SELECT id, name, created, config_source, driver_pid, driver_started FROM run")
         if not row:
             return {}
         r = row[0]
-        return {"id": r[0], "name": r[1], "created": r[2], "config_source": r[3], "driver_pid": r[4]}
+        return {"id": r[0], "name": r[1], "created": r[2], "config_source": r[3], "driver_pid": r[4],
+                "driver_started": r[5]}
 
-    def set_driver_pid(self, pid: int | None) -> None:
+    def claim_driver(self, alive: Callable[[int, float | None], bool], spawn: Callable[[], tuple[int, float | None]],
+                     me: int | None = None) -> int | None:
+        """Record the process `spawn()` starts as the run's driver, unless the recorded one is `alive`.
+
+        Checked and recorded in one write transaction, so two launches cannot both start a driver. Returns the new
+        driver's pid, or None (nothing spawned) when another live driver is recorded. A driver started by `launch`
+        finds itself (`me`) recorded already and keeps the claim."""
         with self._tx() as c:
-            c.execute("UPDATE run SET driver_pid = ?", (pid,))
+            pid, started = c.execute("SELECT driver_pid, driver_started FROM run").fetchone()
+            if me is not None and pid == me:
+                return me
+            if pid is not None and alive(pid, started):
+                return None
+            new_pid, new_started = spawn()
+            c.execute("UPDATE run SET driver_pid = ?, driver_started = ?", (new_pid, new_started))
+            return new_pid
+
+    def release_driver(self, pid: int) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE run SET driver_pid = NULL, driver_started = NULL WHERE driver_pid = ?", (pid,))
 
     def select_stages(self, names: Iterable[str]) -> None:
         """Mark these stages as part of the run (others keep their flag)."""
@@ -71,81 +148,119 @@ class StagesMixin:
             c.executemany("UPDATE stages SET selected = 1 WHERE name = ?", [(n,) for n in names])
 
     def stages(self) -> list[StageRow]:
-        rows = self._q(
-            "SELECT s.name, s.position, s.selected, s.status, s.attempts, s.pid, s.started, s.ended, s.reason,"
-            " s.exit_code, s.cancel_requested, s.progress, s.progress_total, s.progress_label, h.time"
-            " FROM stages s LEFT JOIN heartbeats h ON h.stage = s.name ORDER BY s.position"
-        )
-        return [
-            StageRow(r[0], r[1], bool(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]), r[11], r[12], r[13], r[14])
-            for r in rows
-        ]
+        return [_row(r) for r in self._q(_ROW_SQL + " ORDER BY s.position")]
 
     def stage(self, name: str) -> StageRow:
-        for row in self.stages():
-            if row.name == name:
-                return row
-        raise StoreError(f"{self.path}: no stage named {name!r}")
+        rows = self._q(_ROW_SQL + " WHERE s.name = ?", (name,))
+        if not rows:
+            raise StoreError(f"{self.path}: no stage named {name!r}")
+        return _row(rows[0])
 
-    def start_attempt(self, stage: str, pid: int) -> int:
-        now = time.time()
+    # -- transitions ------------------------------------------------------------------------
+
+    def begin_attempt(self, stage: str, spawn: Callable[[int], tuple[int, float | None]]) -> StartOutcome:
+        """Start attempt n+1 of a pending stage: `spawn(n)` starts its process and returns (pid, start time).
+
+        The check, the spawn and the record are one write transaction: a skip or cancel lands wholly before (the
+        stage is not started; a pending cancel moves it to cancelled) or wholly after (it sees a running attempt).
+        A driver killed inside it leaves the stage pending, and the worker it spawned finds no attempt of its own."""
         with self._tx() as c:
+            row = c.execute("SELECT status, attempts, cancel_requested FROM stages WHERE name = ?", (stage,)).fetchone()
+            if row is None:
+                raise StoreError(f"{self.path}: no stage named {stage!r}")
+            status, n, cancel = row
+            if status != "pending":
+                return StartOutcome(status)
+            now = time.time()
+            if cancel:
+                _move(c, stage, "cancel", status, n, "cancelled", {"ended": now, "reason": "cancelled before it started"})
+                return StartOutcome("cancelled")
+            pid, pid_started = spawn(n + 1)
+            moved = _move(c, stage, "start", status, n, "running", {
+                "pid": pid, "pid_started": pid_started, "started": now, "ended": None, "reason": None, "exit_code": None,
+                "progress": None, "progress_total": None, "progress_label": None,
+            }, bump=True)
+            assert moved, "the row cannot change inside this transaction"
             c.execute(
-                "UPDATE stages SET status = 'running', attempts = attempts + 1, pid = ?, started = ?, ended = NULL,"
-                " reason = NULL, exit_code = NULL, cancel_requested = 0, progress = NULL, progress_total = NULL,"
-                " progress_label = NULL WHERE name = ?",
-                (pid, now, stage),
-            )
-            n = c.execute("SELECT attempts FROM stages WHERE name = ?", (stage,)).fetchone()[0]
-            c.execute(
-                "INSERT INTO attempts (stage, n, pid, started, status) VALUES (?, ?, ?, ?, 'running')",
-                (stage, n, pid, now),
+                "INSERT INTO attempts (stage, n, pid, pid_started, started, status) VALUES (?, ?, ?, ?, ?, 'running')",
+                (stage, n + 1, pid, pid_started, now),
             )
             c.execute("INSERT OR REPLACE INTO heartbeats (stage, pid, time) VALUES (?, ?, ?)", (stage, pid, now))
-            return int(n)
+            return StartOutcome("running", n + 1)
 
-    def finish_stage(
-        self, stage: str, status: str, reason: str | None = None, exit_code: int | None = None, *, only_if_running: bool = False
-    ) -> bool:
-        """Record a final status. With only_if_running, leave a stage that already has one alone."""
-        assert status in FINAL, status
-        now = time.time()
+    def start_attempt(self, stage: str, pid: int, pid_started: float | None = None) -> int | None:
+        """`begin_attempt` for a process that already runs (tools, benches). The attempt number, or None."""
+        return self.begin_attempt(stage, lambda n: (pid, pid_started)).attempt
+
+    def accept_attempt(self, stage: str, attempt: int, pid: int) -> str:
+        """The worker's first act: 'run' when attempt `attempt` is running under this pid, 'cancel' when a cancel is
+        already waiting for it, 'gone' when it is not this process's to run (it ended, or never started)."""
         with self._tx() as c:
-            if only_if_running:
-                row = c.execute("SELECT status FROM stages WHERE name = ?", (stage,)).fetchone()
-                if not row or row[0] != "running":
-                    return False
+            row = c.execute("SELECT status, attempts, pid, cancel_requested FROM stages WHERE name = ?", (stage,)).fetchone()
+            if row is None or tuple(row[:3]) != ("running", attempt, pid):
+                return "gone"
+            c.execute("INSERT OR REPLACE INTO heartbeats (stage, pid, time) VALUES (?, ?, ?)", (stage, pid, time.time()))
+            return "cancel" if row[3] else "run"
+
+    def end_attempt(self, stage: str, attempt: int, status: str, reason: str | None = None,
+                    exit_code: int | None = None, event: str | None = None) -> bool:
+        """Attempt `attempt` of a running stage ends with `status`; False (and nothing written) when it already ended.
+
+        The worker (succeeded/failed/cancelled), the crash noticer (crashed) and cancel's kill (cancelled) all come
+        here; the guard makes the first of them the only one."""
+        event = event or ("crash" if status == "crashed" else "end")
+        with self._tx() as c:
+            now = time.time()  # read under the write lock: no heartbeat of this attempt can be newer
+            if not _move(c, stage, event, "running", attempt, status,
+                         {"ended": now, "reason": reason, "exit_code": exit_code}):
+                return False
             c.execute(
-                "UPDATE stages SET status = ?, ended = ?, reason = ?, exit_code = ? WHERE name = ?",
-                (status, now, reason, exit_code, stage),
-            )
-            c.execute(
-                "UPDATE attempts SET status = ?, ended = ?, reason = ?, exit_code = ?"
-                " WHERE id = (SELECT MAX(id) FROM attempts WHERE stage = ?)",
-                (status, now, reason, exit_code, stage),
+                "UPDATE attempts SET status = ?, ended = ?, reason = ?, exit_code = ? WHERE stage = ? AND n = ?",
+                (status, now, reason, exit_code, stage, attempt),
             )
         return True
 
-    def reset_stage(self, stage: str, status: str = "pending") -> None:
+    def request_cancel(self, stage: str) -> StageRow | None:
+        """Ask a stage to stop. A pending one is cancelled at once (no attempt touched); a running attempt keeps the
+        request until it has seen it (its worker at start-up or heartbeat, or the driver when it exits). Returns the
+        stage as it is after the request, or None when it had already ended."""
         with self._tx() as c:
-            c.execute(
-                "UPDATE stages SET status = ?, reason = NULL, cancel_requested = 0, selected = 1 WHERE name = ?",
-                (status, stage),
-            )
+            status, n = c.execute("SELECT status, attempts FROM stages WHERE name = ?", (stage,)).fetchone()
+            if status not in ("pending", "running"):
+                return None
+            c.execute("UPDATE stages SET cancel_requested = 1 WHERE name = ? AND status = ? AND attempts = ?",
+                      (stage, status, n))
+            if status == "pending":
+                _move(c, stage, "cancel", status, n, "cancelled",
+                      {"ended": time.time(), "reason": "cancelled before it started"})
+        return self.stage(stage)
 
-    def skip_stage(self, stage: str) -> None:
-        self.finish_stage(stage, "skipped", "skipped by the user")
+    def skip_stage(self, stage: str) -> str:
+        """Skip a stage that is not running; returns its status afterwards ('skipped', or what stopped the skip)."""
+        with self._tx() as c:
+            status, n = c.execute("SELECT status, attempts FROM stages WHERE name = ?", (stage,)).fetchone()
+            if status not in TRANSITIONS["skip"].sources:
+                return status
+            _move(c, stage, "skip", status, n, "skipped", {"ended": time.time(), "reason": "skipped by the user"})
+            return "skipped"
+
+    def reset_stage(self, stage: str) -> bool:
+        """Back to pending (resume, start again), selected, its cancel request cleared. False while it runs."""
+        with self._tx() as c:
+            status, n = c.execute("SELECT status, attempts FROM stages WHERE name = ?", (stage,)).fetchone()
+            if status not in TRANSITIONS["reset"].sources:
+                return False
+            return _move(c, stage, "reset", status, n, "pending", {"reason": None, "cancel_requested": 0, "selected": 1})
 
     def heartbeat(self, stage: str, pid: int) -> bool:
-        """Write a heartbeat; return True when a cancel has been asked for."""
+        """Write a heartbeat for the running attempt of this pid. True means stop: a cancel was asked for, or the
+        attempt is no longer this process's (it was ended by someone else): then no heartbeat is written."""
         with self._tx() as c:
+            row = c.execute("SELECT status, pid, cancel_requested FROM stages WHERE name = ?", (stage,)).fetchone()
+            if row is None or row[0] != "running" or row[1] != pid:
+                return True
             c.execute("INSERT OR REPLACE INTO heartbeats (stage, pid, time) VALUES (?, ?, ?)", (stage, pid, time.time()))
-            row = c.execute("SELECT cancel_requested FROM stages WHERE name = ?", (stage,)).fetchone()
-        return bool(row and row[0])
-
-    def request_cancel(self, stage: str) -> None:
-        with self._tx() as c:
-            c.execute("UPDATE stages SET cancel_requested = 1 WHERE name = ?", (stage,))
+        return bool(row[2])
 
     def cancel_requested(self, stage: str) -> bool:
         row = self._q("SELECT cancel_requested FROM stages WHERE name = ?", (stage,))
@@ -159,7 +274,7 @@ class StagesMixin:
             )
 
     def attempts(self, stage: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT stage, n, pid, started, ended, status, reason, exit_code FROM attempts"
+        sql = "SELECT stage, n, pid, started, ended, status, reason, exit_code, pid_started FROM attempts"
         rows = self._q(sql + (" WHERE stage = ? ORDER BY id" if stage else " ORDER BY id"), (stage,) if stage else ())
-        keys = ("stage", "n", "pid", "started", "ended", "status", "reason", "exit_code")
+        keys = ("stage", "n", "pid", "started", "ended", "status", "reason", "exit_code", "pid_started")
         return [dict(zip(keys, r)) for r in rows]
