@@ -181,19 +181,20 @@ class RunControl:
     def _new_run_dialog(self) -> None:
         from app.screens.config import NewRunScreen
 
-        def chosen(path: Path | None) -> None:
-            if path is not None:
-                self._start_new(path)
+        def chosen(choice) -> None:
+            if choice is not None:
+                self._start_new(choice)
 
-        self.push_screen(NewRunScreen(self.config_path), chosen)
+        self.push_screen(NewRunScreen(self.config_path, self.runs_dir), chosen)
 
     # -- the engine calls, in threads ---------------------------------------------------------------
 
     @work(thread=True, group="actions", exit_on_error=False)
-    def _start_new(self, path: Path) -> None:
-        run_dir = sup.start(path, self.runs_dir)
+    def _start_new(self, choice) -> None:
+        run_dir = sup.start(choice.config, self.runs_dir, name=choice.name, data_from=choice.data_from)
         self.call_from_thread(self.open_run, run_dir)
-        self.call_from_thread(self.notify, f"run {run_dir.name} started from {path}")
+        data = f", data from {choice.data_from}" if choice.data_from else ""
+        self.call_from_thread(self.notify, f"run {run_dir.name} started from {choice.config}{data}")
 
     @work(thread=True, group="actions", exit_on_error=False)
     def start_stage(self, stage: str) -> None:

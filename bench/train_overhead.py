@@ -101,7 +101,7 @@ def bare(tmp: Path, out: str) -> list[float]:
     )
     trainer = GRPOTrainer(
         model=AutoModelForCausalLM.from_pretrained(base), reward_funcs=[make(d) for d in DIMENSIONS], args=args,
-        train_dataset=Dataset.from_list(traindata.grpo_prompts(ctx.store)), processing_class=tok,
+        train_dataset=Dataset.from_list(traindata.grpo_prompts(ctx.store, traindata.demo_data_reason(cfg, "grpo"))), processing_class=tok,
         peft_config=models.lora_config(cfg), callbacks=[Timer()],
     )
     trainer.train()

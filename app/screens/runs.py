@@ -1,67 +1,183 @@
-"""Runs, newest first: open one, or mark two and compare their curves on one chart."""
+"""Runs with what each one did; marked runs compared: config diff, reward deltas, tournament, one metric overlaid."""
 
 from __future__ import annotations
 
-import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+from rich.table import Table
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Footer, Header, Select, Static
 
 from app.widgets.chart import PALETTE, Line, LineChart
+from engine.dims import DIMENSIONS, SHORT
 from engine.runner import supervisor as sup
 from engine.store import RunStore
+
+STATUS_MARK = {"succeeded": "✓", "failed": "✗", "crashed": "✗", "running": "▶", "pending": "·", "cancelled": "⊘",
+               "skipped": "-"}
+COLUMNS = ["", "run", "name", "data", "stages", "time", "SFT loss", "reward", *[SHORT[d] for d in DIMENSIONS],
+           "rating", "check"]
+DEFAULT_KEY = "grpo/reward"
+
+
+def _num(v: float | None, fmt: str = "{:.4f}") -> str:
+    return "" if v is None else fmt.format(v)
+
+
+def _duration(s: float | None) -> str:
+    if s is None:
+        return ""
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _sort_value(row: dict[str, Any], column: int) -> Any:
+    """What a column sorts by: numbers as numbers, the run id (newest first) for the rest."""
+    values = [None, row["id"], row["name"], row["data"], None, row["duration_s"], row["sft_loss"], row["grpo_reward"],
+              *[row["grpo_components"][d] for d in DIMENSIONS], (row["rating"] or {}).get("rating"), row["checklist_passed"]]
+    return values[column]
+
+
+def load_summaries(root: Path) -> list[dict[str, Any]]:
+    from engine.reporting.compare import run_summary
+
+    out = []
+    for path in sup.list_run_dirs(root):
+        try:
+            out.append(run_summary(path) | {"path": path})
+        except Exception:  # a run being created or a damaged database: leave it out of the table, never crash
+            continue
+    return out
+
+
+def compare_marked(paths: list[Path], key: str | None) -> dict[str, Any]:
+    """Everything the compare pane shows for the marked runs (runs in a thread: SQLite and bootstrap)."""
+    from engine.config import load
+    from engine.config.diff import differing_keys, flat, short_value
+    from engine.reporting.compare import final_tournament, metric_keys, reward_deltas
+
+    flats = [flat(load(p / "config.toml")) for p in paths]
+    diff = [(k, [short_value(f.get(k)) for f in flats]) for k in differing_keys(flats)]
+    keys = metric_keys(paths)
+    key = key if key in keys else (DEFAULT_KEY if DEFAULT_KEY in keys else (keys[0] if keys else None))
+    deltas, tournaments, series = {}, {}, []
+    with RunStore(paths[0] / "run.db", readonly=True) as first:
+        for p in paths[1:]:
+            with RunStore(p / "run.db", readonly=True) as other:
+                # the same resampling counts as `aba compare`, so the panel and the CLI show the same numbers
+                deltas[p.name] = reward_deltas(first, other)
+                t = final_tournament(first, other, paths[0].name, p.name, load(paths[0] / "config.toml").grpo.reward_weights)
+                if t:
+                    tournaments[p.name] = t
+    if key:
+        stage, _, name = key.partition("/")
+        for p in paths:
+            with RunStore(p / "run.db", readonly=True) as s:
+                _, steps, values = s.metric_series(stage, name)
+            series.append((p.name, steps, values))
+    return {"ids": [p.name for p in paths], "diff": diff, "keys": keys, "key": key, "deltas": deltas,
+            "tournaments": tournaments, "series": series}
 
 
 class RunsScreen(Screen):
     BINDINGS = [
         Binding("enter", "open_run", "Open"),
         Binding("space", "mark", "Mark to compare"),
+        Binding("o", "sort", "Sort by next column"),
+        Binding("O", "reverse", "Reverse sort", show=False),
         Binding("f", "reload", "Refresh"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.marked: list[str] = []
-        self.paths: dict[str, object] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.sort_column = 1  # by run id: newest first
+        self.descending = True
+        self.metric_key: str | None = None
+        self.offered_keys: list[str] = []
+        self.compare_view: Table | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical():
             yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-            with Horizontal(id="compare-bar"):
-                yield Static(Text("compare stage/key:"), id="compare-label")
-                yield Input(value="grpo/reward", id="compare-key")
-            yield LineChart("compare two runs (mark with space)", id="compare-chart")
+            with Horizontal(id="compare-pane"):
+                yield Static(Text("Mark two or more runs with space to compare them."), id="compare-diff")
+                with Vertical(id="compare-right"):
+                    yield Select([], prompt="metric to overlay", id="compare-key", allow_blank=True)
+                    yield LineChart("marked runs overlaid", id="compare-chart")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#runs", DataTable).add_columns("", "run", "name", "created", "state", "stages")
+        self.query_one("#runs", DataTable).add_columns(*COLUMNS)
         self.action_reload()
 
     def on_screen_resume(self) -> None:
         self.action_reload()
 
-    @work(thread=True, exclusive=True, group="runs", exit_on_error=False)
-    def action_reload(self) -> None:
-        runs = sup.list_runs(self.app.runs_dir)  # type: ignore[attr-defined]
-        self.app.call_from_thread(self._show, runs)
+    # -- the table ---------------------------------------------------------------------------
 
-    def _show(self, runs) -> None:
+    def action_reload(self) -> None:
+        self._load(self.app.runs_dir)  # type: ignore[attr-defined]
+
+    @work(thread=True, exclusive=True, group="runs", exit_on_error=False)
+    def _load(self, root: Path) -> None:
+        rows = load_summaries(root)
+        self.app.call_from_thread(self._show, rows)
+
+    def _show(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self._render_table()
+
+    def _render_table(self) -> None:
         table = self.query_one("#runs", DataTable)
+        cursor = table.cursor_row
         table.clear()
-        self.paths = {}
-        for r in runs:
-            self.paths[r.id] = r.path
-            stages = " ".join(f"{s.name}:{s.status}" for s in r.stages if s.selected)
-            mark = "●" if r.id in self.marked else ""
-            table.add_row(mark, r.id, Text(r.name), time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created)), r.state,
-                          Text(stages), key=r.id)
+        have = [r for r in self.rows if _sort_value(r, self.sort_column) is not None]
+        lack = [r for r in self.rows if _sort_value(r, self.sort_column) is None]
+        have.sort(key=lambda r: _sort_value(r, self.sort_column), reverse=self.descending)
+        for r in have + lack:  # runs without the value go last whichever way the sort runs
+            rating = r["rating"]
+            table.add_row(
+                "●" if r["id"] in self.marked else "", r["id"], Text(r["name"]), Text(r["data"]),
+                Text(" ".join(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())),
+                _duration(r["duration_s"]), _num(r["sft_loss"]), _num(r["grpo_reward"]),
+                *[_num(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
+                f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
+                f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else "",
+                key=r["id"],
+            )
+        if table.row_count:
+            table.move_cursor(row=min(cursor, table.row_count - 1))
+
+    def action_sort(self) -> None:
+        self.sort_column = self.sort_column + 1 if self.sort_column + 1 < len(COLUMNS) else 1
+        if self.sort_column == 4:  # the stages column has no order
+            self.sort_column = 5
+        self.descending = self.sort_column >= 5  # numbers: largest first
+        self.notify(f"sorted by {COLUMNS[self.sort_column]}", timeout=1.5)
+        self._render_table()
+
+    def action_reverse(self) -> None:
+        self.descending = not self.descending
+        self._render_table()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        if event.column_index in (0, 4):
+            return
+        if event.column_index == self.sort_column:
+            self.descending = not self.descending
+        else:
+            self.sort_column, self.descending = event.column_index, event.column_index >= 5
+        self._render_table()
 
     def _selected(self) -> str | None:
         table = self.query_one("#runs", DataTable)
@@ -69,14 +185,19 @@ class RunsScreen(Screen):
             return None
         return str(table.get_row_at(table.cursor_row)[1])
 
+    def _path(self, run_id: str) -> Path:
+        return next(r["path"] for r in self.rows if r["id"] == run_id)
+
     def action_open_run(self) -> None:
         run_id = self._selected()
         if run_id:
-            self.app.open_run(self.paths[run_id])  # type: ignore[attr-defined]
+            self.app.open_run(self._path(run_id))  # type: ignore[attr-defined]
             self.app.switch_mode("pipeline")
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open_run()
+
+    # -- compare -----------------------------------------------------------------------------
 
     def action_mark(self) -> None:
         run_id = self._selected()
@@ -85,20 +206,65 @@ class RunsScreen(Screen):
         if run_id in self.marked:
             self.marked.remove(run_id)
         else:
-            self.marked = (self.marked + [run_id])[-2:]
-        self.action_reload()
-        self.compare()
+            self.marked.append(run_id)
+        self._render_table()
+        self._start_compare()
 
-    def on_input_submitted(self) -> None:
-        self.compare()
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "compare-key" and event.value is not Select.BLANK and event.value != self.metric_key:
+            self.metric_key = str(event.value)
+            self._start_compare()
+
+    def _start_compare(self) -> None:
+        """Read what the thread needs here, on the UI thread; the thread gets plain values and never a widget."""
+        paths = [self._path(i) for i in self.marked if any(r["id"] == i for r in self.rows)]
+        if len(paths) < 2:
+            self.query_one("#compare-diff", Static).update(Text("Mark two or more runs with space to compare them."))
+            self.query_one("#compare-chart", LineChart).set_lines([])
+            return
+        self._compare(paths, self.metric_key)
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
-    def compare(self) -> None:
-        stage, _, key = self.query_one("#compare-key", Input).value.partition("/")
+    def _compare(self, paths: list[Path], key: str | None) -> None:
+        result = compare_marked(paths, key)
+        self.app.call_from_thread(self._show_compare, result)
+
+    def _show_compare(self, result: dict[str, Any]) -> None:
+        self.metric_key = result["key"]
+        select = self.query_one("#compare-key", Select)
+        if result["keys"] != self.offered_keys:  # only keys these runs really have: no typo shows "waiting for data"
+            self.offered_keys = result["keys"]
+            with select.prevent(Select.Changed):
+                select.set_options([(k, k) for k in result["keys"]])
+        if result["key"] and select.value != result["key"]:
+            with select.prevent(Select.Changed):
+                select.value = result["key"]
+        self.compare_view = self._compare_view(result)
+        self.query_one("#compare-diff", Static).update(self.compare_view)
         lines = []
-        for i, run_id in enumerate(self.marked):
-            with RunStore(self.paths[run_id] / "run.db") as store:  # type: ignore[operator]
-                _, steps, values = store.metric_series(stage, key)
+        for i, (run_id, steps, values) in enumerate(result["series"]):
             vals = np.array([np.nan if v is None else v for v in values], dtype=float)
-            lines.append(Line(run_id, np.asarray(steps, dtype=float), vals, PALETTE[i]))
-        self.app.call_from_thread(self.query_one("#compare-chart", LineChart).set_lines, lines)
+            lines.append(Line(run_id, np.asarray(steps, dtype=float), vals, PALETTE[i % len(PALETTE)]))
+        self.query_one("#compare-chart", LineChart).set_lines(lines)
+
+    @staticmethod
+    def _compare_view(result: dict[str, Any]) -> Table:
+        ids = result["ids"]
+        grid = Table.grid(padding=(0, 1))
+        diff = Table("config key", *ids, title="config: keys that differ", title_justify="left", box=None)
+        for key, values in result["diff"] or [("(identical configs)", [""] * len(ids))]:
+            diff.add_row(Text(key), *[Text(v) for v in values])
+        grid.add_row(diff)
+        deltas = Table("vs " + ids[0], *result["deltas"], title="GRPO reward delta, last 10 steps [95% CI]",
+                       title_justify="left", box=None)
+        for name in ("reward", *DIMENSIONS):
+            cells = []
+            for d in (result["deltas"][i][name] for i in result["deltas"]):
+                cells.append(Text("" if d["delta"] is None else f"{d['delta']:+.3f} [{d['lo']:+.3f},{d['hi']:+.3f}]"))
+            deltas.add_row(SHORT.get(name, name), *cells)
+        grid.add_row(deltas)
+        for other, t in result["tournaments"].items():
+            r = t["ratings"]
+            grid.add_row(Text(f"final models head to head ({t['prompts']} prompts): " + ", ".join(
+                f"{n} {v['rating']:.0f} [{v['lo']:.0f},{v['hi']:.0f}]" for n, v in r.items())))
+        return grid

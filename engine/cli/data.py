@@ -70,9 +70,24 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_agreement(args) -> int:
-    _, store = open_run(args)
-    with store:
-        rows = judge_agreement(store)
+    ids = args.run_ids or [None]
+    if len(ids) > 1:  # several runs (e.g. ones sharing lineage): pooled, each trace once
+        from engine.reporting.agreement import pooled_judge_agreement
+        from engine.runner import supervisor as sup
+        from engine.store import RunStore
+
+        root = sup.runs_dir(args.runs_dir)
+        stores = [RunStore(sup.resolve_run(i, root) / "run.db", readonly=True) for i in ids]
+        try:
+            rows = pooled_judge_agreement(stores)
+        finally:
+            for s in stores:
+                s.close()
+    else:
+        args.run_id = ids[0]
+        _, store = open_run(args)
+        with store:
+            rows = judge_agreement(store)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -98,8 +113,17 @@ def cmd_export_data(args) -> int:
 
 
 def cmd_report(args) -> int:
+    ids = args.run_ids or [None]
+    if len(ids) > 1:  # several runs: one comparison report
+        from engine.reporting.multi import write_multi_report
+        from engine.runner import supervisor as sup
+
+        root = sup.runs_dir(args.runs_dir)
+        print(write_multi_report([sup.resolve_run(i, root) for i in ids], root))
+        return 0
     from engine.reporting.markdown import write_report
 
+    args.run_id = ids[0]
     run_dir, store = open_run(args)
     store.close()
     print(write_report(run_dir))
@@ -120,10 +144,12 @@ def register(add) -> None:
     sp = add("config", cmd_config, "Check a config file, or list every key with its default and help.")
     sp.add_argument("config", nargs="?", default=str(DEMO_CONFIG))
     sp.add_argument("--keys", action="store_true", help="list every key with its default and help")
-    sp = add("report", cmd_report, "Write runs/<id>/report/report.md with charts, battery, ratings and checklist.")
-    sp.add_argument("run_id", nargs="?")
-    sp = add("judge-agreement", cmd_agreement, "Judge vs human per dimension: n, MAE, Spearman, Kendall tau.")
-    sp.add_argument("run_id", nargs="?")
+    sp = add("report", cmd_report, "Write runs/<id>/report/report.md with charts, battery, ratings and checklist; "
+             "with several runs, one report comparing them.")
+    sp.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+    sp = add("judge-agreement", cmd_agreement, "Judge vs human per dimension: n, MAE, Spearman, Kendall tau; "
+             "several runs (sharing lineage) are pooled, each trace once.")
+    sp.add_argument("run_ids", nargs="*", metavar="RUN_ID")
     sp.add_argument("--json", action="store_true")
     sp = add("export-data", cmd_export_data, "Write train.jsonl (TRL conversational format) and scores.csv.")
     sp.add_argument("run_id", nargs="?")

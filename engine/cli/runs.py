@@ -19,11 +19,15 @@ from engine.text import inert
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.config)
+    from engine.config.overrides import with_overrides
+
+    sets = getattr(args, "set", None) or []
+    cfg = with_overrides(args.config, sets) if sets else config_mod.load(args.config)
     if getattr(args, "use_standard", False):
         cfg.model.backend = "standard"
     stages = sup.parse_stages(args.stages) if args.stages else None
-    run_dir = sup.create_run(args.config, sup.runs_dir(args.runs_dir), stages, cfg=cfg)
+    run_dir = sup.create_run(args.config, sup.runs_dir(args.runs_dir), stages, cfg=cfg,
+                             name=getattr(args, "name", None), data_from=getattr(args, "data_from", None))
     args.run_dir = run_dir
     print(f"run {run_dir.name}", flush=True)
     sup.launch(run_dir)
@@ -249,11 +253,13 @@ def register(add) -> None:
     sp.add_argument("--stages", help="comma-separated stages (default: the config's run.stages)")
     sp.add_argument("--detach", action="store_true", help="start and return; the run goes on in the background")
     sp.add_argument("--use-standard", action="store_true", help="force the HF transformers + PEFT backend")
+    _run_options(sp)
 
     sp = add("demo", cmd_demo, "aba run data/configs/demo.toml: the tiny model, CPU, offline.")
     sp.add_argument("--stages")
     sp.add_argument("--detach", action="store_true")
     sp.add_argument("--use-standard", action="store_true")
+    _run_options(sp)
 
     sp = add("smoke", cmd_smoke, "Step 0: 10 SFT + 10 GRPO steps; reports backend, peak VRAM, step times.")
     sp.add_argument("config", nargs="?", help="config (default: the demo config)")
@@ -287,3 +293,12 @@ def register(add) -> None:
     sp = add("skip", cmd_skip, "Mark a stage of a run as skipped.")
     sp.add_argument("run_id")
     sp.add_argument("stage")
+
+
+def _run_options(sp: argparse.ArgumentParser) -> None:
+    """Generate once, train many: data from another run or a file, a name, keys changed from the config file."""
+    sp.add_argument("--data-from", metavar="RUN_ID|PATH",
+                    help="copy prompts, traces, judge scores and human edits from another run or a .jsonl/.csv file")
+    sp.add_argument("--name", help="the run's name (default: run.name plus what differs from the config file)")
+    sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="change one config key for this run (repeatable), e.g. --set grpo.learning_rate=5e-5")

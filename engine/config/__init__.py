@@ -13,7 +13,7 @@ from typing import Any
 import tomli_w
 
 from engine.config.sections import (  # noqa: F401  (the sections are part of this package's API)
-    RunConfig, ModelConfig, LLMConfig, DatagenConfig, JudgeConfig, SFTConfig, GRPOConfig, SmokeConfig, EvalConfig, ExportConfig, GRPODimsConfig, TiesConfig, CommitmentConfig, EntangledConfig, GPUConfig, TrainConfig, Config,
+    RunConfig, ModelConfig, LLMConfig, DatagenConfig, JudgeConfig, SFTConfig, GRPOConfig, SmokeConfig, EvalConfig, ExportConfig, GRPODimsConfig, TiesConfig, CommitmentConfig, EntangledConfig, GPUConfig, TrainConfig, DataConfig, Config,
 )
 from engine.dims import DIMENSIONS
 from engine.errors import UserError

@@ -212,11 +212,19 @@ class TrainConfig:
 
 
 @dataclass
+class DataConfig:
+    from_run: str = _f("", "Take prompts, traces, judge scores and human edits from another run (its id) or from a "
+                           ".jsonl/.csv file (`aba export-data` format), copied into the new run when it is created; "
+                           "empty: this run generates its own (datagen, judge).")
+
+
+@dataclass
 class Config:
     run: RunConfig = _f(RunConfig, "Run-wide settings.")
     model: ModelConfig = _f(ModelConfig, "Base model and adapters.")
     train: TrainConfig = _f(TrainConfig, "Where training runs.")
     gpu: GPUConfig = _f(GPUConfig, "VRAM sampling.")
+    data: DataConfig = _f(DataConfig, "Where the run's data comes from (generate once, train many).")
     datagen: DatagenConfig = _f(DatagenConfig, "Step 1: tiered trace generation.")
     judge: JudgeConfig = _f(JudgeConfig, "Step 1: nine-dimension judge.")
     smoke: SmokeConfig = _f(SmokeConfig, "Step 0: smoke test.")

@@ -63,14 +63,26 @@ def kendall_tau_b(a: list[float], b: list[float]) -> float | None:
 def judge_agreement(store: RunStore, dims: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Per dimension (all, or only `dims`: the panel recomputes the edited one), over traces a human re-scored:
     n, mean absolute error, Spearman and Kendall tau-b."""
-    out = {}
-    for dim, pairs in store.judge_human_pairs(dims).items():
-        judge = [p[0] for p in pairs]
-        human = [p[1] for p in pairs]
-        out[dim] = {
-            "n": len(pairs),
-            "mae": sum(abs(j - h) for j, h in pairs) / len(pairs) if pairs else None,
-            "spearman": spearman(judge, human),
-            "kendall_tau": kendall_tau_b(judge, human),
-        }
-    return out
+    return {dim: _stats(pairs) for dim, pairs in store.judge_human_pairs(dims).items()}
+
+
+def pooled_judge_agreement(stores: list[RunStore]) -> dict[str, dict[str, Any]]:
+    """The same statistics over several runs' edits. Runs that share lineage share traces (same call keys): each
+    trace counts once, with the human score of the newest run given that edited it (its edits are that run's)."""
+    stores = sorted(stores, key=lambda s: s.run_info().get("created") or 0.0)
+    pooled: dict[str, dict[str, tuple[float, float]]] = {}
+    for store in stores:
+        for dim, by_trace in store.judge_human_pairs_by_trace().items():
+            pooled.setdefault(dim, {}).update(by_trace)
+    return {dim: _stats(list(by_trace.values())) for dim, by_trace in pooled.items()}
+
+
+def _stats(pairs: list[tuple[float, float]]) -> dict[str, Any]:
+    judge = [p[0] for p in pairs]
+    human = [p[1] for p in pairs]
+    return {
+        "n": len(pairs),
+        "mae": sum(abs(j - h) for j, h in pairs) / len(pairs) if pairs else None,
+        "spearman": spearman(judge, human),
+        "kendall_tau": kendall_tau_b(judge, human),
+    }

@@ -1,4 +1,4 @@
-"""Exports of a run's traces: TRL conversational JSONL for training elsewhere, and a scores CSV."""
+"""Exports of a run's traces: TRL conversational JSONL and a scores CSV (both read back by `--data-from FILE`)."""
 
 from __future__ import annotations
 
@@ -19,8 +19,10 @@ def export_training_jsonl(store: RunStore, path: Path, tier: str | None = "chose
             if min_score is not None and (t["weighted"] is None or t["weighted"] < min_score):
                 continue
             messages = t["turns"] + [{"role": "assistant", "content": assistant_content(t["reasoning"], t["answer"])}]
+            # judge and human apart too, so `aba run --data-from train.jsonl` brings the edits back as edits
             fh.write(json.dumps({"messages": messages, "tier": t["tier"], "category": t["category"],
-                                 "scores": t["effective"], "weighted": t["weighted"]}, ensure_ascii=False) + "\n")
+                                 "scores": t["effective"], "weighted": t["weighted"], "judge": t["judge"],
+                                 "human": t["human"], "reviewed": t["reviewed"]}, ensure_ascii=False) + "\n")
             n += 1
     return n
 
@@ -30,9 +32,10 @@ def export_scores_csv(store: RunStore, path: Path) -> int:
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "category", "tier", "weighted", "reviewed", "judge_failed", "rescaled",
-                    *[f"judge_{d}" for d in DIMENSIONS], *[f"human_{d}" for d in DIMENSIONS]])
+                    *[f"judge_{d}" for d in DIMENSIONS], *[f"human_{d}" for d in DIMENSIONS], "turns", "reasoning", "answer"])
         for t in rows:
             judge = t["judge"] or {}
             w.writerow([t["id"], t["category"], t["tier"], t["weighted"], int(t["reviewed"]), int(t["judge_failed"]),
-                        int(t["judge_rescaled"]), *[judge.get(d) for d in DIMENSIONS], *[t["human"].get(d) for d in DIMENSIONS]])
+                        int(t["judge_rescaled"]), *[judge.get(d) for d in DIMENSIONS], *[t["human"].get(d) for d in DIMENSIONS],
+                        json.dumps(t["turns"], ensure_ascii=False), t["reasoning"], t["answer"]])
     return len(rows)

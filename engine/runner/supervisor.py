@@ -96,16 +96,35 @@ def list_runs(root: Path) -> list[RunSummary]:
     return out
 
 
-def create_run(cfg_path: str | Path, root: Path, stages: list[str] | None = None, cfg: Config | None = None) -> Path:
-    """Validate the config, freeze it into a new run folder, and list the stages to run."""
+def create_run(cfg_path: str | Path, root: Path, stages: list[str] | None = None, cfg: Config | None = None, *,
+               name: str | None = None, data_from: str | None = None) -> Path:
+    """Validate the config, freeze it into a new run folder, and list the stages to run.
+
+    `data_from` (or the config's `data.from_run`): a run id or a data file whose prompts, traces, judge scores and
+    human edits are copied in, in one transaction, before any stage starts. The source is read and checked first:
+    a bad one leaves no run folder behind. `name` defaults to what differs from the config file.
+    """
+    import shutil
+
+    from engine.runner import datasource
+
     cfg = cfg or config_mod.load(cfg_path)
     chosen = parse_stages(stages) if stages else list(cfg.run.stages)
+    if data_from:
+        cfg.data.from_run = data_from  # the frozen config records where the data came from
+    source = datasource.load_source(cfg.data.from_run, root) if cfg.data.from_run else None
     run_id = new_run_id()
     run_dir = root / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
-    config_mod.save(cfg, run_dir / "config.toml")
-    with RunStore(run_dir / "run.db", create=True) as store:
-        store.init_run(run_id, cfg.run.name, str(cfg_path), STAGES, chosen)
+    try:
+        config_mod.save(cfg, run_dir / "config.toml")
+        with RunStore(run_dir / "run.db", create=True) as store:
+            store.init_run(run_id, name or datasource.default_name(cfg, cfg_path, source), str(cfg_path), STAGES, chosen)
+            if source is not None:
+                datasource.attach(store, source, cfg.grpo.reward_weights)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     return run_dir
 
 
@@ -145,8 +164,9 @@ def launch(run_dir: Path, only: list[str] | None = None) -> int:
     return pid
 
 
-def start(cfg_path: str | Path, root: Path, stages: list[str] | None = None) -> Path:
-    run_dir = create_run(cfg_path, root, stages)
+def start(cfg_path: str | Path, root: Path, stages: list[str] | None = None, *, name: str | None = None,
+          data_from: str | None = None) -> Path:
+    run_dir = create_run(cfg_path, root, stages, name=name, data_from=data_from)
     launch(run_dir)
     return run_dir
 

@@ -175,10 +175,19 @@ def run(ctx: StageContext) -> None:
         run_batch(ctx, todo, lambda call, result: _record(ctx, call, result, "vertex-batch", False))
         _finish(ctx, calls)
         return
+    from engine.llm.ordered import InOrder
+
     counter = {"ok": 0, "failed": 0, "tokens_in": 0, "tokens_out": 0}
     lock = threading.Lock()
 
-    def one(call: TraceCall) -> None:
+    def emit(pos: int, result: LLMResult | None) -> None:  # per-call metrics in call order, not completion order
+        if result is not None:
+            ctx.metrics(len(done) + pos + 1, {"llm/tokens_in": result.tokens_in, "llm/tokens_out": result.tokens_out,
+                                              "llm/latency_s": result.latency_s})
+
+    ordered = InOrder(emit)
+
+    def one(pos: int, call: TraceCall) -> None:
         def on_retry(attempt: int, err: LLMError, delay: float) -> None:
             ctx.log(f"retry {attempt} in {delay:.1f} s: {err}", "warn")
 
@@ -189,6 +198,7 @@ def run(ctx: StageContext) -> None:
             with lock:
                 counter["failed"] += 1
             ctx.log(f"call failed after retries ({call.prompt.category}/{call.tier}/{call.idx}): {err}", "error")
+            ordered.done(pos, None)
             return
         stored = _record(ctx, call, result, limited.backend.describe(), offline)
         with lock:
@@ -196,15 +206,15 @@ def run(ctx: StageContext) -> None:
             counter["tokens_in"] += result.tokens_in
             counter["tokens_out"] += result.tokens_out
             n = counter["ok"] + counter["failed"]
-        ctx.metrics(n, {"llm/tokens_in": result.tokens_in, "llm/tokens_out": result.tokens_out, "llm/latency_s": result.latency_s})
+        ordered.done(pos, result)
         ctx.progress(len(done) + n, len(calls), f"{len(done) + n}/{len(calls)} traces")
 
     with ThreadPoolExecutor(max_workers=llm.concurrency) as pool:
         pending: set[Future] = set()
-        queue = list(todo)
+        queue = list(enumerate(todo))
         while queue or pending:
             while queue and len(pending) < llm.concurrency * 2 and not ctx.should_stop():
-                pending.add(pool.submit(one, queue.pop(0)))
+                pending.add(pool.submit(one, *queue.pop(0)))
             if not pending:
                 break
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)

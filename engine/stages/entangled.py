@@ -54,7 +54,7 @@ def _examples(ctx: StageContext, tok, max_len: int) -> list[dict[str, Any]]:
     """(context ids, full ids, labels) from the SFT data: the context is the prompt, the target the reply."""
     from engine.training import data as traindata
 
-    rows = traindata.sft_rows(ctx.store, ctx.cfg.grpo.reward_weights, 0.0, ctx.log)
+    rows = traindata.sft_rows(ctx.store, ctx.cfg.grpo.reward_weights, 0.0, ctx.log, traindata.demo_data_reason(ctx.cfg, ctx.name))
     out = []
     for r in rows:
         ctx_ids = tok.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]

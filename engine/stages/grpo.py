@@ -44,7 +44,7 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
 
     g = ctx.cfg.grpo
     weights = normalised(weights or g.reward_weights)  # so TRL's reward is dims.weighted_score
-    prompts = traindata.grpo_prompts(ctx.store)
+    prompts = traindata.grpo_prompts(ctx.store, traindata.demo_data_reason(ctx.cfg, ctx.name), ctx.log)
     if not prompts:
         raise StageFailed("no prompts for GRPO; run datagen first")
     dataset = Dataset.from_list(prompts)
@@ -105,7 +105,9 @@ def start_model(ctx: StageContext, backend) -> str:
 def run(ctx: StageContext) -> None:
     from engine.runner import distributed
     from engine.training import models
+    from engine.training.data import check_has_data
 
+    check_has_data(ctx.store, ctx.cfg, ctx.name, "prompts")  # before any model loads or merges
     backend = models.pick_backend(ctx.cfg)
     start = start_model(ctx, backend)  # the SFT merge happens once, before any rank starts
     if distributed.should_launch(ctx):

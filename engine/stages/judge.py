@@ -21,10 +21,22 @@ def run(ctx: StageContext) -> None:
     todo = ctx.store.unjudged_trace_ids()
     total = ctx.store.trace_count()
     ctx.log(f"judging {len(todo)} of {total} traces with {name}")
+    from engine.llm.ordered import InOrder
+
     counts = {"ok": 0, "failed": 0, "repaired": 0, "rescaled": 0}
+    finished = [0]
     lock = threading.Lock()
 
-    def one(trace_id: int) -> None:
+    def emit(pos: int, outcome: tuple[str, bool, bool]) -> None:  # running counts in trace order, not completion order
+        key, repaired, rescaled = outcome
+        counts[key] += 1
+        counts["repaired"] += int(repaired)
+        counts["rescaled"] += int(rescaled)
+        ctx.metrics(pos + 1, {f"judge/{k}": float(v) for k, v in counts.items()})
+
+    ordered = InOrder(emit)
+
+    def one(pos: int, trace_id: int) -> None:
         if ctx.should_stop():
             return
         t = ctx.store.trace(trace_id)
@@ -41,18 +53,15 @@ def run(ctx: StageContext) -> None:
             key = "ok"
             if verdict.parsed.repaired:
                 ctx.log(f"trace {trace_id}: judge reply repaired ({', '.join(verdict.parsed.repaired)})")
+        repaired = key == "ok" and bool(verdict.parsed.repaired)
+        ordered.done(pos, (key, repaired, repaired and bool(verdict.parsed.rescaled)))
         with lock:
-            counts[key] += 1
-            if key == "ok" and verdict.parsed.repaired:
-                counts["repaired"] += 1
-                counts["rescaled"] += int(verdict.parsed.rescaled)
-            n = counts["ok"] + counts["failed"]
-            snapshot = dict(counts)
-        ctx.metrics(n, {f"judge/{k}": float(v) for k, v in snapshot.items()})
+            finished[0] += 1
+            n = finished[0]
         ctx.progress(total - len(todo) + n, total, f"{n}/{len(todo)} judged")
 
     with ThreadPoolExecutor(max_workers=llm.concurrency) as pool:
-        list(pool.map(one, todo))
+        list(pool.map(one, range(len(todo)), todo))
     if ctx.should_stop():
         raise StageCancelled()
     ctx.log(f"judge: {counts['ok']} scored ({counts['repaired']} repaired, {counts['rescaled']} rescaled), {counts['failed']} judge_failed")

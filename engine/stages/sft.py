@@ -38,7 +38,8 @@ def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int |
 
     s = ctx.cfg.sft
     if rows is None:
-        rows = traindata.sft_rows(ctx.store, ctx.cfg.grpo.reward_weights, s.min_score, ctx.log)
+        rows = traindata.sft_rows(ctx.store, ctx.cfg.grpo.reward_weights, s.min_score, ctx.log,
+                                  traindata.demo_data_reason(ctx.cfg, ctx.name))
     if not rows:
         raise StageFailed(f"no chosen traces clear sft.min_score = {s.min_score}; lower it or judge more traces")
     dataset = Dataset.from_list(rows)
@@ -69,7 +70,9 @@ def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int |
 def run(ctx: StageContext) -> None:
     from engine.runner import distributed
     from engine.training import models
+    from engine.training.data import check_has_data
 
+    check_has_data(ctx.store, ctx.cfg, ctx.name, "traces")  # before any model loads: a run without data fails at once
     backend = models.pick_backend(ctx.cfg)
     base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log, ctx.progress)  # built once, before any rank starts
     if distributed.should_launch(ctx):

@@ -79,6 +79,10 @@ class TelemetryMixin:
         )
         return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
+    def metric_keys(self) -> list[tuple[str, str]]:
+        """Every (stage, key) that has at least one row, sorted: what a chart of this run can show."""
+        return [(r[0], r[1]) for r in self._q("SELECT DISTINCT stage, key FROM metrics ORDER BY stage, key")]
+
     def last_metric_id(self) -> int:
         return int(self._q("SELECT COALESCE(MAX(id), 0) FROM metrics")[0][0])
 

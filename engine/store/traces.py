@@ -8,8 +8,14 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from engine.dims import DIMENSIONS, weighted_score
+from engine.dims import DIMENSIONS, TIERS, weighted_score
 from engine.store.db import StoreError
+
+# Trace ids follow the order concurrent calls finished in; everything that feeds training or a metric series reads
+# traces in the order datagen makes its calls instead (prompt, tier as in TIERS, index, then call key), so the same
+# data gives the same numbers, and a datagen with one call in flight gives ids in this very order.
+STABLE_ORDER = ("t.prompt_id, " + "CASE t.tier " + " ".join(f"WHEN '{t}' THEN {i}" for i, t in enumerate(TIERS))
+                + f" ELSE {len(TIERS)} END, t.idx, t.call_key")
 
 class TracesMixin:
     """Mixed into RunStore: needs `_tx`, `_q` and `path` from Database."""
@@ -119,7 +125,7 @@ class TracesMixin:
             )
 
     def unjudged_trace_ids(self) -> list[int]:
-        return [r[0] for r in self._q("SELECT id FROM traces WHERE judged = 0 ORDER BY id")]
+        return [r[0] for r in self._q(f"SELECT id FROM traces t WHERE judged = 0 ORDER BY {STABLE_ORDER}")]
 
     def trace(self, trace_id: int) -> dict[str, Any]:
         rows = self._trace_rows("WHERE t.id = ?", (trace_id,))
@@ -128,7 +134,7 @@ class TracesMixin:
         return rows[0]
 
     def traces(self, *, tier: str | None = None, judged_only: bool = False, exclude_failed: bool = False) -> list[dict[str, Any]]:
-        """Traces oldest first, optionally one tier; judged_only keeps traces the judge scored, exclude_failed drops
+        """Traces in STABLE_ORDER, optionally one tier; judged_only keeps traces the judge scored, exclude_failed drops
         those whose judge failed (an unjudged trace stays)."""
         where, args = [], []
         if tier:
@@ -138,7 +144,7 @@ class TracesMixin:
             where.append("t.judged = 1 AND t.judge_failed = 0")
         elif exclude_failed:
             where.append("t.judge_failed = 0")
-        return self._trace_rows(("WHERE " + " AND ".join(where)) if where else "", args)
+        return self._trace_rows(("WHERE " + " AND ".join(where)) if where else "", args, STABLE_ORDER)
 
     def _trace_rows(self, where: str, args: Sequence[Any], order: str = "t.id", limit: int = -1, offset: int = 0) -> list[dict]:
         dims_j = ", ".join(f"t.j_{d}" for d in DIMENSIONS)

@@ -28,6 +28,7 @@ def common_args(ctx: StageContext, output_dir: Path, logging_steps: int) -> dict
         "save_total_limit": 2,
         "report_to": "none",
         "seed": ctx.cfg.run.seed,
+        "data_seed": ctx.cfg.run.seed,  # the sampler's shuffle: the same order of examples in every run
         "use_cpu": cpu,
         "bf16": not cpu and ctx.cfg.model.dtype == "bfloat16",
         "fp16": not cpu and ctx.cfg.model.dtype == "float16",
@@ -103,8 +104,13 @@ def train_with_fallbacks(
     """Train; on CUDA out-of-memory, apply the next fallback and retry from the last checkpoint (at most 3 times)."""
     import torch
 
+    from transformers import set_seed
+
     used = 0
     while True:
+        # TRL wraps the model in its LoRA before Trainer.__init__ seeds: seed first, so the LoRA's initial weights
+        # never depend on what ran earlier in the process.
+        set_seed(ctx.cfg.run.seed)
         trainer = build(knobs)
         resume = latest_checkpoint(ckpt_dir)
         if resume:
