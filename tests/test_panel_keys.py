@@ -127,6 +127,9 @@ async def test_help_f1_and_palette_hold_every_action(runs_dir):
             assert title in titles, (title, sorted(titles))
 
 
+SAME = {"pick_sort": "sort", "reverse_sort": "reverse"}  # one meaning, two screens' names for it
+
+
 def test_one_meaning_per_key_across_screens():
     from app.app import AbaApp
     from app.screens.commitment import CommitmentScreen
@@ -142,7 +145,8 @@ def test_one_meaning_per_key_across_screens():
         for b in screen.BINDINGS:
             for key in b.key.split(","):
                 assert key not in app_keys or b.action.startswith("app."), (screen.__name__, key, b.action)
-                meaning.setdefault(key, set()).add(b.action.split("(")[0].removeprefix("app."))
+                action = b.action.split("(")[0].removeprefix("app.")
+                meaning.setdefault(key, set()).add(SAME.get(action, action))
     clashes = {k: v for k, v in meaning.items() if len(v) > 1 and k not in ("enter", "escape")}
     assert not clashes, clashes
 
