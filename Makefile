@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	@# CPU torch from the local wheel folder when no torch is present; an unpinned torch pulls GBs of CUDA.
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[dev]"
+	@# A real llama.cpp for the GGUF checks (compiled once, ~7 min on 2 cores, then pip's wheel cache); best effort.
+	$(PY) -m pip install -q "llama-cpp-python>=0.3,<0.4" || echo "llama-cpp-python did not install: the llama.cpp GGUF checks will skip"
 	@touch $(STAMP)
 
 setup: $(STAMP)

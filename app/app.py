@@ -13,10 +13,11 @@ from textual.worker import Worker, WorkerState
 
 from app.control import EtaUpdate, RunControl
 from app.messages import RunDelta, RunOpened
-from app.watch import Poller, RunModel
+from app.watch import RunModel
 from engine import config as config_mod
 from engine.runner import supervisor as sup
 from engine.runner.progress import eta_left
+from engine.runner.follow import Follower
 from engine.dims import equal_weights
 from engine.errors import UserError
 from engine.text import inert
@@ -91,7 +92,7 @@ class AbaApp(RunControl, App):
         from textual.worker import get_current_worker
 
         worker = get_current_worker()
-        poller = Poller(run_dir)
+        poller = Follower(run_dir)  # the same reader `aba run` and `aba tail` follow with
         try:
             while not worker.is_cancelled:
                 delta = poller.poll()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from textual.message import Message
 
-from app.watch import Delta
+from engine.runner.follow import Delta
 
 
 @dataclass

@@ -1,19 +1,14 @@
-"""What the panel knows about a run, and the poll that brings it up to date (rows newer than the last seen)."""
+"""What the panel knows about a run: the UI thread's model, folded from the deltas `engine.runner.follow` reads."""
 
 from __future__ import annotations
 
-import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from engine.runner import supervisor as sup
-from engine.stages.registry import TRAINING_STAGES
-from engine.store import EventRow, LogRow, RunStore, StageRow
-
-CHUNK = 250_000  # rows per poll: a 1M-row history arrives in a few quick steps, not one long stall
+from engine.runner.follow import Delta
+from engine.store import EventRow, LogRow, StageRow
 
 
 class Series:
@@ -48,82 +43,6 @@ class Series:
             return None
         v = self.values[self.n - 1]
         return None if np.isnan(v) else float(v)
-
-
-def ema_of(values: np.ndarray, start: float, alpha: float = 0.1) -> tuple[np.ndarray, float]:
-    """EMA continuing from `start` (NaN: begin at the first value); NaNs carry the previous EMA."""
-    out = np.empty(len(values))
-    last = start
-    for i, v in enumerate(values.tolist()):
-        if v == v:  # not NaN
-            last = v if last != last else last + alpha * (v - last)
-        out[i] = last
-    return out, last
-
-
-@dataclass
-class Delta:
-    """What changed since the last poll, built in the poll thread and applied on the UI thread."""
-
-    run_dir: Path
-    stages: list[StageRow]
-    metrics: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]
-    metric_cursor: int
-    logs: list[LogRow]
-    log_cursor: int
-    events: list[EventRow]
-    samples: dict[str, list[dict]]
-    more: bool  # a backlog remains: poll again at once
-    polled_at: float = field(default_factory=time.time)
-    oldest_metric_time: float | None = None  # commit times of the rows carried, for the latency benchmark
-
-
-class Poller:
-    """Owned by the poll thread: its own connection, cursors and EMA state."""
-
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
-        self.store = RunStore(run_dir / "run.db", readonly=True)
-        self.metric_cursor = 0
-        self.log_cursor = 0
-        self.event_cursor = 0
-        self.sample_ids: dict[str, int] = {}
-        self._ema: dict[tuple[str, str], float] = {}
-
-    def close(self) -> None:
-        self.store.close()
-
-    def poll(self) -> Delta:
-        stages = sup.notice_crashes(self.store)  # marks a dead worker crashed, as anyone looking does
-        rows = self.store.metrics_since(self.metric_cursor, limit=CHUNK)
-        grouped: dict[tuple[str, str], tuple[list, list]] = {}
-        oldest = rows[0].time if rows else None
-        for r in rows:
-            steps, values = grouped.setdefault((r.stage, r.key), ([], []))
-            steps.append(r.step)
-            values.append(np.nan if r.value is None else r.value)
-        if rows:
-            self.metric_cursor = rows[-1].id
-        metrics = {}
-        for key, (steps, values) in grouped.items():
-            v = np.asarray(values, dtype=float)
-            ema, last = ema_of(v, self._ema.get(key, float("nan")))
-            self._ema[key] = last
-            metrics[key] = (np.asarray(steps, dtype=float), v, ema)
-        logs = self.store.logs_since(self.log_cursor, limit=2000)
-        if logs:
-            self.log_cursor = logs[-1].id
-        events = self.store.events(after_id=self.event_cursor)
-        if events:
-            self.event_cursor = events[-1].id
-        samples = {}
-        for stage in TRAINING_STAGES:
-            latest = self.store.samples(stage, limit=6)
-            if latest and latest[0]["id"] != self.sample_ids.get(stage):
-                self.sample_ids[stage] = latest[0]["id"]
-                samples[stage] = latest
-        return Delta(self.run_dir, stages, metrics, self.metric_cursor, logs, self.log_cursor, events, samples,
-                     more=len(rows) == CHUNK, oldest_metric_time=oldest)
 
 
 class RunModel:

@@ -8,7 +8,9 @@
 - (issue 15) a 5,000-line trace opens (<= 100 ms); key to repaint on the Training screen while GRPO metric rows
   arrive (p99 <= 50 ms; a synthetic writer of 1,000 rows/s stands in for a live stage);
 - (issue 10) key to repaint on the traces screen at 100,000 traces while 1,000 metric rows/s arrive (p99 <= 50 ms),
-  and a score edit with the agreement panel open (p99 <= 30 ms).
+  and a score edit with the agreement panel open (p99 <= 30 ms);
+- the panel under load (bench/ui_live.py): key press to frame on the traces screen while 1,000 metric rows/s arrive
+  (p99 <= 50 ms), a score edit with the agreement panel open (p99 <= 30 ms).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 from _util import ROOT, pct
+from ui_live import traces_under_load
 
 import numpy as np
 
@@ -386,6 +389,7 @@ def main(only: str | None = None) -> None:
         asyncio.run(long_trace(root))
         asyncio.run(training_keys(root))
         asyncio.run(traces_keys(root, many))
+        asyncio.run(traces_under_load(root, many))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ sys.path.insert(0, str(ROOT))
 
 @pytest.fixture(scope="session")
 def _model_cache(tmp_path_factory):
-    """The tiny demo base is built once per test session, not once per test."""
-    return tmp_path_factory.mktemp("aba-cache")
+    """The tiny demo base is built once per test session, not once per test (ABA_TEST_MODEL_CACHE names a folder
+    kept across sessions instead: the build is keyed by seed and fingerprint, so a stale one is never reused)."""
+    keep = os.environ.get("ABA_TEST_MODEL_CACHE")
+    return Path(keep) if keep else tmp_path_factory.mktemp("aba-cache")
 
 
 @pytest.fixture(autouse=True)

@@ -174,6 +174,14 @@ def test_eval_and_export_end_to_end(tmp_path, runs_dir):
     path = gguf_art[0]["path"]
     assert gguf.GGUFReader(path).tensors
     assert (run_dir / "export" / "merged" / "model.safetensors").exists()
+    # Every worker of this demo run kept its monitor thread alive (no thread died on a half-imported torch).
+    logs = sorted(run_dir.glob("*/worker.log"))
+    assert {p.parent.name for p in logs} >= {"sft", "grpo", "eval", "export", "grpo-dims", "ties"}
+    for log in logs:
+        text = log.read_text(encoding="utf-8", errors="replace")
+        assert "Exception in thread" not in text, f"{log}:\n{text[-2000:]}"
+    with RunStore(run_dir / "run.db") as store:  # merges ran on the CPU, streamed from the files
+        assert any("streamed on the CPU" in m.message for m in store.logs_since(0, "export"))
     assert (run_dir / "ties" / "adapter" / "adapter_config.json").exists()
     # Re-running eval now brings the TIES adapter into the tournament against the joint model.
     proc = aba("start", run_id, "eval")

@@ -94,17 +94,15 @@ def test_backend_choice_on_cpu():
 def test_vram_estimate_for_the_seeds_qwen3_8b():
     from transformers import Qwen3Config
 
-    from engine.training.vram import estimate_vram
+    from engine.training.vram import Batch, estimate_vram
 
     q8b = Qwen3Config(vocab_size=151936, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
                       num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=False)
-    grpo = estimate_vram(q8b, bits=4, lora_r=16, n_targets=7, seq_len=512, batch=1, gradient_checkpointing=True,
-                         num_generations=4, completion_len=1024)
-    # The seed estimates 8-13 GB for this GRPO setup on a 16 GB card.
-    assert 7.0 < grpo.total_gb < 14.0, grpo.as_dict()
-    two = estimate_vram(q8b, bits=4, lora_r=16, n_targets=7, seq_len=512, batch=1, gradient_checkpointing=True,
-                        num_generations=2, completion_len=1024)
-    assert two.total_gb < grpo.total_gb
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    grpo = estimate_vram(q8b, bits=4, lora_r=16, target_modules=targets, gradient_checkpointing=True,
+                         batch=Batch(rows=1, prompt_len=512, completion_len=1024, loss_len=1024, generations=8))
+    # The seed estimates 8-13 GB for this GRPO setup on a 16 GB card (tests/test_vram.py has the full table).
+    assert 8.0 <= grpo.total_gb <= 13.0, grpo.as_dict()
 
 
 def test_demo_sft_then_grpo_reward_components(tmp_path):

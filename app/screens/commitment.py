@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
-from textual.screen import Screen
+from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, Static
 
+from app.screens.base import ReadingScreen
 from engine.store import RunStore
 from engine.text import inert
 
@@ -21,9 +26,16 @@ def _heat(value: float | None, good_high: bool, lo: float, hi: float) -> str:
     return "on #1f6f3f" if t > 0.66 else "on #6f6f1f" if t > 0.33 else "on #6f1f1f"
 
 
-class CommitmentScreen(Screen):
+class CommitmentScreen(ReadingScreen):
     BINDINGS = [Binding("f", "reload", "Refresh"), Binding("d", "cycle_metric", "metric")]
     METRICS = ("consistency", "perplexity", "distinct2", "repetition")
+
+    @dataclass
+    class Loaded(Message):
+        """The sweep's cells of a run, read by a worker thread."""
+
+        run_dir: Path | None
+        cells: dict[str, dict] = field(default_factory=dict)
 
     def __init__(self) -> None:
         super().__init__()
@@ -39,10 +51,7 @@ class CommitmentScreen(Screen):
             yield VerticalScroll(Static(id="sweep-samples-text"), id="sweep-samples")
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.action_reload()
-
-    def on_screen_resume(self) -> None:
+    def on_screen_resume(self) -> None:  # also the first time the screen is shown
         self.action_reload()
 
     def update_from(self, model) -> None:
@@ -53,19 +62,33 @@ class CommitmentScreen(Screen):
 
     def action_cycle_metric(self) -> None:
         self.metric = self.METRICS[(self.METRICS.index(self.metric) + 1) % len(self.METRICS)]
-        self.action_reload()
+        self._show()  # the cells are in hand: no read
 
     def action_reload(self) -> None:
-        run_dir = self.app.model.run_dir  # type: ignore[attr-defined]
+        self._load(self.app.model.run_dir)  # type: ignore[attr-defined]
+
+    @work(thread=True, exclusive=True, group="commitment-load", exit_on_error=False)
+    def _load(self, run_dir: Path | None) -> None:
+        if run_dir is None:
+            self.post_message(self.Loaded(None))
+            return
+        with RunStore(run_dir / "run.db", readonly=True) as store:
+            self.post_message(self.Loaded(run_dir, store.results("commitment", "cell")))
+
+    def on_commitment_screen_loaded(self, message: Loaded) -> None:
+        if message.run_dir != self.app.model.run_dir:  # type: ignore[attr-defined]
+            return  # read for a run no longer open
+        self.cells = message.cells
+        self._show()
+
+    def _show(self) -> None:
         table = self.query_one("#sweep", DataTable)
         table.clear(columns=True)
         title = Text(f"commitment sweep: {self.metric} per cell (d: next metric; higher is better for consistency "
                      "and distinct-2, lower for perplexity and repetition)", style="bold")
         self.query_one("#sweep-title", Static).update(title)
-        if run_dir is None:
+        if self.app.model.run_dir is None:  # type: ignore[attr-defined]
             return
-        with RunStore(run_dir / "run.db") as store:
-            self.cells = store.results("commitment", "cell")
         if not self.cells:
             self.query_one("#sweep-samples-text", Static).update(Text("no sweep yet: start the commitment stage with s", style="dim"))
             return

@@ -2,23 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 from rich.table import Table
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import Screen
+from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
+from app.screens.base import ReadingScreen
 from engine.store import RunStore
 from engine.text import inert
 
 
-class EvalScreen(Screen):
+class EvalScreen(ReadingScreen):
     BINDINGS = [
         Binding("s", "app.start_stage('eval')", "start eval/export…"),  # the app's start key, eval picked
         Binding("f", "reload", "refresh"),
     ]
+
+    @dataclass
+    class Loaded(Message):
+        """The eval results of a run, read by a worker thread."""
+
+        run_dir: Path | None
+        battery: dict[str, dict] = field(default_factory=dict)
+        ratings: dict[str, dict] = field(default_factory=dict)
+        checklist: dict[str, dict] = field(default_factory=dict)
+        exports: list[dict] = field(default_factory=list)
 
     def __init__(self) -> None:
         super().__init__()
@@ -38,10 +53,7 @@ class EvalScreen(Screen):
                 yield ProgressBar(id="export-progress", show_eta=False)
         yield Footer()
 
-    def on_mount(self) -> None:
-        self.action_reload()
-
-    def on_screen_resume(self) -> None:
+    def on_screen_resume(self) -> None:  # also the first time the screen is shown
         self.action_reload()
 
     def update_from(self, model) -> None:
@@ -60,17 +72,26 @@ class EvalScreen(Screen):
             self.action_reload()
 
     def action_reload(self) -> None:
-        run_dir = self.app.model.run_dir  # type: ignore[attr-defined]
+        self._load(self.app.model.run_dir)  # type: ignore[attr-defined]
+
+    @work(thread=True, exclusive=True, group="eval-load", exit_on_error=False)
+    def _load(self, run_dir: Path | None) -> None:
+        if run_dir is None:
+            self.post_message(self.Loaded(None))
+            return
+        with RunStore(run_dir / "run.db", readonly=True) as store:
+            self.post_message(self.Loaded(run_dir, store.results("eval", "battery"), store.results("eval", "ratings"),
+                                          store.results("eval", "checklist"), store.artifacts("export")))
+
+    def on_eval_screen_loaded(self, message: Loaded) -> None:
+        if message.run_dir != self.app.model.run_dir:  # type: ignore[attr-defined]
+            return  # read for a run no longer open
         grid = self.query_one("#eval-grid", DataTable)
         grid.clear(columns=True)
-        if run_dir is None:
+        if message.run_dir is None:
             self.query_one("#ratings", Static).update(Text("no run open", style="dim"))
             return
-        with RunStore(run_dir / "run.db") as store:
-            self.battery = store.results("eval", "battery")
-            ratings = store.results("eval", "ratings")
-            checklist = store.results("eval", "checklist")
-            exports = store.artifacts("export")
+        self.battery, ratings, checklist = message.battery, message.ratings, message.checklist
         models = sorted({r["model"] for r in self.battery.values()})
         tests = list(dict.fromkeys(r["test"] for r in self.battery.values()))  # the battery's own order
         if not self.battery:
@@ -90,7 +111,7 @@ class EvalScreen(Screen):
         for item, r in checklist.items():
             text.append("  ✓ " if r["passed"] else "  ✗ ", style="green" if r["passed"] else "red")
             text.append(f"{item}: {inert(r['detail'])}\n")
-        for a in exports:
+        for a in message.exports:
             text.append(f"\n{a['kind']}: {a['path']}", style="dim")
         self.query_one("#checklist", Static).update(text)
 

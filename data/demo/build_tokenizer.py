@@ -1,4 +1,10 @@
-"""Builds the demo tokenizer (byte-level BPE, Qwen3 special tokens and Qwen3's chat template) into tokenizer/.
+"""Builds the demo tokenizer (byte-level BPE pre-tokenized exactly as Qwen2/Qwen3, Qwen3's special tokens and chat
+template) into tokenizer/.
+
+The pre-tokenizer is Qwen2's own (transformers' Qwen2Tokenizer, the regex of Qwen2/Qwen3's tokenizer.json, which
+llama.cpp re-implements as its `qwen2` pre-tokenizer): NFC, then the regex split (single digits, letters with one
+leading non-letter, punctuation runs, newlines), then byte-level without its own regex. So a GGUF labelled
+`tokenizer.ggml.pre = qwen2` tokenizes in llama.cpp as it does in transformers.
 
 Run once; the output is committed so no test or demo ever reaches a model hub.
 """
@@ -6,8 +12,9 @@ Run once; the output is committed so no test or demo ever reaches a model hub.
 import json
 from pathlib import Path
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
 HERE = Path(__file__).parent
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -29,12 +36,21 @@ def corpus():
                 yield turn["content"]
 
 
+def qwen2_pipeline(tok: Tokenizer) -> None:
+    """Qwen2/Qwen3's normalizer, pre-tokenizer and decoder, as in their tokenizer.json."""
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+
+
 def main() -> None:
     from trl.chat_template_utils import qwen3_chat_template  # Qwen3's own template, verbatim
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
+    qwen2_pipeline(tok)
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), min_frequency=2
     )

@@ -5,16 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from pathlib import Path
 from typing import Any
 
 from engine import config as config_mod
 from engine.cli.common import DEMO_CONFIG, open_run, when
-from engine.runner import supervisor as sup
+from engine.cli.follow import follow, tail
 from engine.cli.output import print_table
-from engine.runner.progress import duration, eta_left, progress_cell
-from engine.store import FINAL, RunStore
+from engine.runner import supervisor as sup
+from engine.runner.progress import eta_left, progress_cell
+from engine.store import RunStore
 from engine.text import inert
 
 
@@ -76,105 +75,6 @@ def cmd_skip(args: argparse.Namespace) -> int:
     return 0
 
 
-def follow(run_dir: Path, only: list[str] | None = None) -> int:
-    """Show progress until the run stops. Ctrl-C cancels politely. Exit 0 when every asked stage succeeded."""
-    store = RunStore(run_dir / "run.db", readonly=True)
-    wanted = only or [r.name for r in store.stages() if r.selected]
-    try:
-        if sys.stdout.isatty():
-            _follow_rich(run_dir, store, wanted)
-        else:
-            _follow_plain(run_dir, store, wanted)
-    except KeyboardInterrupt:
-        print("\ncancelling: the stage saves a checkpoint and stops (resume with `aba resume`)...", file=sys.stderr)
-        sup.cancel(run_dir)
-    rows = {r.name: r for r in sup.notice_crashes(store)}
-    store.close()
-    bad = [rows[n] for n in wanted if rows[n].status != "succeeded"]
-    for r in bad:
-        print(f"{r.name}: {r.status}" + (f": {inert(r.reason, oneline=True)}" if r.reason else ""), file=sys.stderr)
-    return 0 if not bad else 1
-
-
-PROGRESS_EVERY_S = 5.0
-
-
-def _running(store: RunStore) -> bool:
-    rows = sup.notice_crashes(store)
-    return any(r.status == "running" for r in rows) or sup.run_driven(store)
-
-
-def _follow_plain(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
-    last_log = 0
-    seen: dict[str, str] = {}
-    shown_at = 0.0
-    while True:
-        alive = _running(store)
-        for row in store.stages():
-            if row.name in wanted and seen.get(row.name) != row.status:
-                seen[row.name] = row.status
-                extra = f" ({inert(row.reason, oneline=True)})" if row.reason and row.status in FINAL else ""
-                print(f"stage {row.name}: {row.status}{extra}", flush=True)
-            if row.name in wanted and row.status == "running" and row.progress is not None and time.monotonic() >= shown_at:
-                shown_at = time.monotonic() + PROGRESS_EVERY_S  # piped: a progress line every few seconds
-                eta = eta_left(store, row)
-                print(f"stage {row.name}: {progress_cell(row.status, row.progress, row.progress_total, eta)}", flush=True)
-        for log in store.logs_since(last_log):
-            last_log = log.id
-            print(f"  [{log.stage}] {inert(log.message.splitlines()[0]) if log.message else ''}", flush=True)
-        if not alive:
-            return
-        time.sleep(0.5)
-
-
-def _follow_rich(run_dir: Path, store: RunStore, wanted: list[str]) -> None:
-    from rich.live import Live
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
-
-    progress = Progress(
-        TextColumn("{task.fields[stage]:<11}"),
-        TextColumn("{task.fields[status]:<10}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[eta]:<12}"),
-        TextColumn("{task.description}", markup=False),
-    )
-    tasks = {
-        name: progress.add_task("", total=None, stage=name, status="pending", eta="", start=False) for name in wanted
-    }
-    last_log = 0
-    messages: dict[str, str] = {}
-    with Live(progress, refresh_per_second=4, transient=False):
-        while True:
-            alive = _running(store)
-            for log in store.logs_since(last_log):
-                last_log = log.id
-                messages[log.stage] = inert((log.message.splitlines() or [""])[0][:80])
-            for row in store.stages():
-                if row.name not in tasks:
-                    continue
-                task = tasks[row.name]
-                if row.status != "pending" and not progress.tasks[task].started:
-                    progress.start_task(task)
-                total = row.progress_total or None
-                done = row.progress or 0
-                if row.status == "succeeded" and total:
-                    done = total
-                desc = row.progress_label or messages.get(row.name, "")
-                if row.status in FINAL and row.reason:
-                    desc = row.reason
-                eta = eta_left(store, row) if total else None
-                progress.update(task, total=total, completed=done, status=row.status,
-                                eta=f"ETA {duration(eta)}" if eta is not None else "",
-                                description=inert(desc[:100], oneline=True))
-                if row.status in FINAL:
-                    progress.stop_task(task)
-            if not alive:
-                return
-            time.sleep(0.25)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     root = sup.runs_dir(args.runs_dir)
     if args.run_id is None:
@@ -219,20 +119,20 @@ def _stage_json(r) -> dict[str, Any]:
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
-    run_dir, store = open_run(args, readonly=True)
-    last = 0
-    with store:
-        while True:
-            for log in store.logs_since(last, stage=args.stage):
-                last = log.id
-                print(f"{when(log.time)} [{log.stage}] {log.level}: {inert(log.message)}", flush=True)
-            if not args.follow or not _running(store):
-                return 0
-            time.sleep(0.5)
+    run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
+    return tail(run_dir, args.stage, args.follow)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     run_dir = sup.resolve_run(args.run_id, sup.runs_dir(args.runs_dir))
+    if args.grace is None:  # say how long the stop may take before waiting for it
+        from engine.runner.grace import stop_grace
+
+        with RunStore(run_dir / "run.db") as store:
+            base = config_mod.load(run_dir / "config.toml").run.cancel_grace_s
+            for row in store.stages():
+                if row.status == "running" and (args.stage is None or row.name == args.stage):
+                    print(stop_grace(store, row.name, base)[1], file=sys.stderr, flush=True)
     names = sup.cancel(run_dir, args.stage, grace_s=args.grace)
     if not names:
         print(f"run {run_dir.name}: nothing running or pending")

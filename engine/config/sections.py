@@ -54,6 +54,15 @@ class ModelConfig:
         "Module names that receive LoRA adapters.",
     )
     gradient_checkpointing: bool = _f(True, "Trade compute for VRAM headroom (the seed keeps it on for SFT and GRPO).")
+    fast_inference: bool = _f(
+        False, "Unsloth backend: load with fast_inference (vLLM inside Unsloth, sharing the training weights) so GRPO "
+        "generates through it. Not yet verified on a GPU here.")
+    gpu_memory_utilization: float = _f(
+        0.6, "Unsloth fast_inference: share of the card vLLM may use (weights included; the estimate adds what is "
+        "beyond the weights). Not yet verified on a GPU here.", gt=0.0, max=1.0)
+    unsloth_standby: bool = _f(
+        False, "Unsloth fast_inference: standby mode (UNSLOTH_VLLM_STANDBY=1), vLLM's memory lent to training between "
+        "generations. Not yet verified on a GPU here.")
 
 
 @dataclass
@@ -119,7 +128,10 @@ class GRPOConfig:
     learning_rate: float = _f(5e-6, "Learning rate.", gt=0)
     num_generations: int = _f(4, "Completions per prompt (the seed's sweet spot for 16 GB).", min=2)
     max_completion_length: int = _f(1024, "Longest completion, in tokens.", min=8)
-    max_prompt_length: int = _f(512, "Longest prompt, in tokens.", min=8)
+    max_prompt_length: int = _f(
+        512, "Longest prompt, in tokens of its chat-templated form: longer prompts lose their oldest turns, then the "
+        "start of their first kept turn (TRL 1.x has no such limit, so the grpo stage cuts them before training).",
+        min=8)
     per_device_train_batch_size: int = _f(1, "Batch size (memory constraint).", min=1)
     gradient_accumulation_steps: int = _f(8, "Effective batch = 8.", min=1)
     max_steps: int = _f(500, "Optimizer steps.", min=1)
@@ -130,6 +142,12 @@ class GRPOConfig:
     samples_per_store: int = _f(2, "How many sample completions to store each time.", min=1)
     logging_steps: int = _f(1, "Log metrics every N steps.", min=1)
     merge_sft: bool = _f(True, "Start from the SFT adapter merged into the base (the seed's sequential SFT then GRPO).")
+    use_vllm: bool = _f(
+        False, "Generate completions with TRL's vLLM in colocate mode (vllm_mode='colocate'; needs CUDA and vllm). "
+        "Not yet verified on a GPU here.")
+    vllm_gpu_memory_utilization: float = _f(
+        0.3, "Share of the card colocated vLLM reserves for its own weights and KV cache (the VRAM estimate adds it). "
+        "Not yet verified on a GPU here.", gt=0.0, max=1.0)
 
 
 @dataclass

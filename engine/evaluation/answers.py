@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.evaluation.battery import is_refusal, well_formed_think  # check, load_battery: used by the eval stage as ev.*
+from engine.evaluation.battery import check, is_refusal, load_battery, well_formed_think  # noqa: F401 (ev.* in eval)
 from engine.runner.context import StageContext
 from engine.dims import weighted_score
 from engine.text import split_think

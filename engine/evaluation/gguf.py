@@ -100,10 +100,14 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
     file_type = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
                  "BF16": gguf.LlamaFileType.MOSTLY_BF16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[qtype_name]
     writer.add_file_type(file_type)
+    # As llama.cpp's convert_hf_to_gguf.py: a model file, quantized with ggml's current quantization version.
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _add_tokenizer(writer, model_dir, cfg)
 
     # Pass 1: names, shapes and types from the safetensors headers only.
     plan: list[tuple[Path, str, str, Any]] = []
+    params = 0
     for path, hf_name, gg_name in _hf_tensors(model_dir, cfg, name_map):
         with safe_open(str(path), framework="np") as f:
             shape = tuple(f.get_slice(hf_name).get_shape())
@@ -115,6 +119,10 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
             byte_shape = gguf.quant_shape_to_byte_shape(shape, qtype)
             writer.add_tensor_info(gg_name, byte_shape, np.dtype(np.uint8), int(np.prod(byte_shape)), raw_dtype=qtype)
         plan.append((path, hf_name, gg_name, qtype))
+        params += int(np.prod(shape))
+    # The converter's size label ("8.2B", "210K") from the parameters written (a tied head counted once). Counted
+    # here from the logical shapes: gguf's own counter sees a quantized tensor's byte shape.
+    writer.add_size_label(gguf.size_label(params, params, 0, 0))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -199,51 +207,54 @@ def verify_gguf(path: Path, model_dir: Path, atol: dict[str, float] | None = Non
             "tokens": len(reader.fields["tokenizer.ggml.tokens"].data)}
 
 
-def llama_quantize(src: Path, dest: Path, qtype: str) -> str | None:
-    """llama.cpp's quantizer through llama-cpp-python (optional extra). None when it is not installed."""
-    try:
-        import llama_cpp
-    except ImportError:
+def llama_quantize(src: Path, dest: Path, qtype: str) -> dict[str, Any] | None:
+    """llama.cpp's quantizer (llama-cpp-python, optional extra) in its own process: {"path"} or {"error"}, None when
+    llama-cpp-python is not installed."""
+    from engine.evaluation import llama_check
+
+    if not llama_check.available():
         return None
-    ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{qtype.upper()}", None)
-    if ftype is None:
-        raise UserError(f"export.quantize: llama.cpp has no type {qtype!r}")
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = ftype
-    rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), params)
-    if rc != 0:
-        raise UserError(f"llama.cpp quantize to {qtype} failed (code {rc})")
-    return str(dest)
+    return llama_check.run("quantize", {"src": str(src), "dest": str(dest), "qtype": qtype})
 
 
-def compare_with_llama_cpp(path: Path, model_dir: Path, prompt: str, n_tokens: int = 16) -> dict[str, Any] | None:
-    """Greedy tokens from llama.cpp on the GGUF against transformers on the merged model (None without
-    llama-cpp-python). Q8_0 may flip a near-tie, so the share of matching leading tokens is reported."""
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        return None
+def transformers_greedy(model_dir: Path, prompt: str, n_tokens: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, greedy completion ids) from transformers on the merged model, the reference for llama.cpp."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-    ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+    # transformers 5 returns a BatchEncoding here unless told otherwise; the ids are what both sides must share.
+    ids = list(tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                       tokenize=True, return_dict=False))
     with torch.no_grad():
-        ref = model.generate(torch.tensor([ids]), max_new_tokens=n_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        ref = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=n_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     want = ref[0][len(ids):].tolist()
-    llm = Llama(model_path=str(path), n_ctx=512, verbose=False, logits_all=False)
-    got: list[int] = []
-    for token in llm.generate(ids, temp=0.0, top_k=1):
-        if len(got) >= len(want) or token == llm.token_eos():
-            break
-        got.append(token)
+    stop = {tok.eos_token_id, tok.pad_token_id}
+    while want and want[-1] in stop:  # llama.cpp stops before the end-of-turn token; so does this side
+        want.pop()
+    return ids, want
+
+
+def compare_with_llama_cpp(path: Path, model_dir: Path, prompt: str, n_tokens: int = 20) -> dict[str, Any] | None:
+    """Greedy tokens from llama.cpp on the GGUF (in a child process) against transformers on the merged model; None
+    without llama-cpp-python. Q8_0 may flip a near-tie, so the matching leading tokens are counted; a llama.cpp crash
+    comes back as {"error": ...}, a failed check rather than a failed stage."""
+    from engine.evaluation import llama_check
+
+    if not llama_check.available():
+        return None
+    ids, want = transformers_greedy(model_dir, prompt, n_tokens)
+    got = llama_check.run("generate", {"path": str(path), "ids": ids, "n_tokens": len(want)})
+    if "error" in got:
+        return {"transformers": want, "error": got["error"], "matching_prefix": 0, "compared": len(want)}
     same = 0
-    for a, b in zip(want, got):
+    for a, b in zip(want, got["tokens"]):
         if a != b:
             break
         same += 1
-    return {"transformers": want, "llama_cpp": got, "matching_prefix": same, "compared": len(want)}
+    return {"transformers": want, "llama_cpp": got["tokens"], "matching_prefix": same, "compared": len(want)}
 
 
 def copy_to_lmstudio(path: Path, folder: str, model_name: str) -> Path:

@@ -1,4 +1,4 @@
-"""Merges: a LoRA into its 16-bit base, TIES merging of LoRA adapters through PEFT, and the TIES formula itself."""
+"""Merges: a LoRA into its base on the CPU, TIES merging of LoRA adapters through PEFT, and the TIES formula itself."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from engine.config import Config
-from engine.training.models import Backend, load_plain, load_tokenizer, DEMO_PREFIX
+from engine.training.models import DEMO_PREFIX, load_tokenizer
 
 
 def ties_formula(tensors: list[torch.Tensor], weights: list[float], density: float) -> torch.Tensor:
@@ -48,16 +48,40 @@ def merge_ties(base_model, adapters: dict[str, Path], weights: list[float], dens
     return out
 
 
-def merge_adapter(cfg: Config, backend: Backend, base: str, adapter: Path, dest: Path) -> Path:
-    """Merge a LoRA into its base, reloading the base in 16-bit (never into 4-bit weights), and save it."""
+def merge_adapter(cfg: Config, base: str, adapter: Path, dest: Path, log=None) -> Path:
+    """Merge a LoRA into its base on the CPU and save it as safetensors: never on the GPU, never into 4-bit weights.
+
+    The streaming merge (lora_merge) works from the base's safetensors files one tensor at a time, so host memory
+    stays near one tensor whatever the model's size. An adapter it does not handle (DoRA, biases, modules_to_save)
+    goes through PEFT's merge_and_unload with the base loaded in its 16-bit dtype on the CPU. Callers release their
+    trainers and the CUDA cache first (trainer.release / free_memory): the merge itself needs no GPU memory.
+    """
     if (dest / "config.json").exists():
         return dest
-    from peft import PeftModel
+    import shutil
 
-    model = load_plain(cfg, backend, base, quantize=False)
-    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    from engine.evaluation.lora_merge import Unsupported, merge_streaming, model_dir
+
     tmp = dest.with_name(dest.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        info = merge_streaming(model_dir(base), adapter, tmp)
+        how = f"streamed on the CPU, {info['merged_tensors']} tensors merged one at a time"
+    except Unsupported as why:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _merge_with_peft(base, adapter, tmp)
+        how = f"PEFT merge_and_unload on the CPU ({why} needs it)"
     load_tokenizer(cfg.model.base if cfg.model.base.startswith(DEMO_PREFIX) else base).save_pretrained(tmp)
     tmp.replace(dest)
+    if log:
+        log(f"merged {adapter} into {base}: {how}")
     return dest
+
+
+def _merge_with_peft(base: str, adapter: Path, dest: Path) -> None:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", device_map={"": "cpu"})
+    model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    model.save_pretrained(dest, safe_serialization=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,11 @@ class Source:
     rows: dict[str, list[dict]] | None = None  # kind "file": validated prompts and traces
 
 
-def load_source(spec: str, root: Path) -> Source:
-    """A run id (or unique prefix, or run folder) in `root`, or a .jsonl/.csv file."""
-    from engine.runner.supervisor import resolve_run
+def load_source(spec: str, root: Path, resolve_run: Callable[[str, Path], Path]) -> Source:
+    """A run id (or unique prefix, or run folder) in `root`, or a .jsonl/.csv file.
 
+    `resolve_run` is the supervisor's, handed in: the supervisor imports this module, so this one does not import it
+    back (no import cycle)."""
     path = Path(spec).expanduser()
     if path.is_file():
         from engine.reporting.imports import read_data_file

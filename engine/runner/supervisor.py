@@ -17,6 +17,7 @@ from pathlib import Path
 from engine import config as config_mod
 from engine.config import STAGES, Config
 from engine.errors import UserError
+from engine.runner.grace import stop_grace
 from engine.runner.liveness import STALE_HEARTBEAT_S, driver_alive, log_tail, notice_crashes, worker_alive  # noqa: F401
 from engine.runner.procs import ask_to_stop, describe_exit, kill_tree, pid_alive, process_started, spawn_detached  # noqa: F401
 from engine.store import RunStore, StageRow
@@ -112,7 +113,7 @@ def create_run(cfg_path: str | Path, root: Path, stages: list[str] | None = None
     chosen = parse_stages(stages) if stages else list(cfg.run.stages)
     if data_from:
         cfg.data.from_run = data_from  # the frozen config records where the data came from
-    source = datasource.load_source(cfg.data.from_run, root) if cfg.data.from_run else None
+    source = datasource.load_source(cfg.data.from_run, root, resolve_run) if cfg.data.from_run else None
     run_id = new_run_id()
     run_dir = root / run_id
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -228,7 +229,8 @@ def _drive_stage(store: RunStore, run_dir: Path, stage: str) -> int | None:
 
 
 def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None, wait: bool = True) -> list[str]:
-    """Ask running stages to stop at their next step (they save a checkpoint); kill after the grace period.
+    """Ask running stages to stop at their next step (they save a checkpoint); kill after the grace period:
+    `grace_s` when given, else run.cancel_grace_s stretched to 2 x the slowest recent step (runner.grace).
 
     Pending stages are cancelled at once. Signals go only to a running attempt's own process (pid + start time)."""
     with RunStore(run_dir / "run.db") as store:
@@ -244,6 +246,11 @@ def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None
             if now is not None and now.status == "running":
                 running.append(now)
                 ask_to_stop(now.pid, now.pid_started)
+        if grace_s is None and running:  # the config's grace stretches to the measured step time
+            stops = [stop_grace(store, r.name, grace) for r in running]
+            for row, (_, line) in zip(running, stops):
+                store.log(row.name, line, "warn")
+            grace = max(g for g, _ in stops)
         if not wait:
             return [r.name for r in targets]
         deadline = time.monotonic() + grace

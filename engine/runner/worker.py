@@ -23,23 +23,51 @@ EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_NOT_MINE = 0, 1, 3, 4
 
 
 def _monitor(ctx: StageContext, sampler: VramSampler, interval: float, done: threading.Event) -> None:
-    """Heartbeat every 2 s (and pick up cancel requests); VRAM every `interval` seconds."""
-    store = RunStore(ctx.store.path)  # its own connection: never waits on the stage's thread
+    """Heartbeat every 2 s (and pick up cancel requests); VRAM every `interval` seconds.
+
+    Only `done` ends this loop: heartbeats, cancel pick-up and VRAM samples must outlive any one failure (a store
+    busy for a moment, NVML going away, torch half-imported), so each is guarded and its first failure is logged once.
+    """
+    store: RunStore | None = None
     pid = os.getpid()
     next_beat = 0.0
+    reported: set[str] = set()
+
+    def report(what: str, err: Exception) -> None:
+        key = f"{what}/{type(err).__name__}"
+        if key in reported:
+            return
+        reported.add(key)
+        message = f"monitor: {what} failed ({type(err).__name__}: {str(err)[:200]}); heartbeats go on"
+        print(f"[{ctx.name}] warn: {message}", file=sys.stderr, flush=True)
+        try:
+            if store is not None:
+                store.log(ctx.name, message, "warn")
+        except Exception:  # noqa: S110 - the store itself is what failed; stderr has the line
+            pass
+
     try:
         while not done.is_set():
-            now = time.monotonic()
-            if now >= next_beat:
-                if store.heartbeat(ctx.name, pid):
-                    ctx.cancel_event.set()
-                next_beat = now + HEARTBEAT_S
-            values = sampler.sample()
-            if values:
-                store.add_metrics(ctx.name, ctx.step, values)
+            try:
+                if store is None:
+                    store = RunStore(ctx.store.path)  # its own connection: never waits on the stage's thread
+                now = time.monotonic()
+                if now >= next_beat:
+                    if store.heartbeat(ctx.name, pid):
+                        ctx.cancel_event.set()
+                    next_beat = now + HEARTBEAT_S
+            except Exception as err:
+                report("heartbeat", err)
+            try:
+                values = sampler.sample()
+                if values and store is not None:
+                    store.add_metrics(ctx.name, ctx.step, values)
+            except Exception as err:
+                report("VRAM sample", err)
             done.wait(min(interval, HEARTBEAT_S))
     finally:
-        store.close()
+        if store is not None:
+            store.close()
 
 
 def run_stage(stage: str, run_dir: Path, attempt: int) -> int:

@@ -92,7 +92,7 @@ def _save(folder: Path, model, head, opt, step: int, rng_state: Any) -> None:
 
 
 def run(ctx: StageContext) -> None:
-    from peft import PeftModel, get_peft_model, set_peft_model_state_dict
+    from peft import get_peft_model, set_peft_model_state_dict
     from peft.utils import load_peft_weights
 
     from engine.evaluation import commitment as cm
@@ -103,9 +103,12 @@ def run(ctx: StageContext) -> None:
     (ref,) = ev.resolve_models(ctx, [e.model]) or [None]
     backend = models.pick_backend(ctx.cfg)
     ctx.event("backend", f"backend: {backend.reason}", backend=backend.name)
-    base = models.load_plain(ctx.cfg, backend, ref.base)
-    if ref.adapter is not None:
-        base = PeftModel.from_pretrained(base, str(ref.adapter)).merge_and_unload()
+    start = ref.base
+    if ref.adapter is not None:  # merged on the CPU into 16-bit files first: never into 4-bit weights
+        from engine.evaluation.merging import merge_adapter
+
+        start = str(merge_adapter(ctx.cfg, ref.base, ref.adapter, ctx.folder / f"merged-{ref.name}", ctx.log))
+    base = models.load_plain(ctx.cfg, backend, start)
     tok = models.load_tokenizer(ctx.cfg.model.base if ctx.cfg.model.base.startswith("demo:") else ref.base)
     model = get_peft_model(base, models.lora_config(ctx.cfg))
     layers = cm.parse_layers(e.layer_range, len(cm.decoder_layers(model)))

@@ -1,4 +1,4 @@
-"""Step 4: the LoRA merged into its base (16-bit reload), saved as safetensors, then GGUF, verified."""
+"""Step 4: the LoRA merged into its base on the CPU (streamed), saved as safetensors, then GGUF, verified."""
 
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ def run(ctx: StageContext) -> None:
     if not adapter.exists():
         raise StageFailed(f"export.source = {x.source!r}: no adapter at {adapter}; run that stage first")
     models.check_adapter(adapter)
-    backend = models.pick_backend(ctx.cfg)
     import json
     from pathlib import Path
 
     trained_on = json.loads((adapter / "adapter_config.json").read_text()).get("base_model_name_or_path")
     base = trained_on if trained_on and Path(trained_on).exists() else models.base_path(ctx.cfg, ctx.run_dir)
     merged = ctx.folder / "merged"
-    ctx.progress(0, 3, "merging the adapter into a 16-bit base")
-    merge_adapter(ctx.cfg, backend, base, adapter, merged)
+    ctx.progress(0, 3, "merging the adapter into its base on the CPU")
+    merge_adapter(ctx.cfg, base, adapter, merged, ctx.log)
     size = sum(p.stat().st_size for p in merged.glob("*.safetensors"))
     ctx.artifact("merged", merged, bytes=size, source=x.source)
     ctx.log(f"merged {x.source} adapter into {base}: {merged} ({size / 1e6:.1f} MB safetensors)")
@@ -45,6 +44,9 @@ def run(ctx: StageContext) -> None:
     if same is None:
         ctx.log("llama-cpp-python not installed: the GGUF was checked with gguf's reader only (pip install '.[llama]' "
                 "to also compare llama.cpp's greedy tokens with transformers)")
+    elif "error" in same:  # llama.cpp crashed or failed in its own process: this check fails, the export goes on
+        ctx.result("export", "llama_cpp", same)
+        ctx.event("warning", f"llama.cpp check failed: {same['error']}")
     else:
         ctx.result("export", "llama_cpp", same)
         ctx.log(f"llama.cpp vs transformers greedy tokens: {same['matching_prefix']}/{same['compared']} leading tokens agree")
@@ -58,6 +60,9 @@ def run(ctx: StageContext) -> None:
         if done is None:
             ctx.event("warning", f"{x.quantize} for LM Studio skipped: llama-cpp-python is not installed "
                                  f"(pip install '.[llama]'); the {x.gguf_type} GGUF above loads in LM Studio as it is")
+        elif "error" in done:
+            ctx.event("warning", f"{x.quantize} for LM Studio skipped: {done['error']}; the {x.gguf_type} GGUF above "
+                                 "loads in LM Studio as it is")
         else:
             ctx.artifact("gguf", q_out, quantization=x.quantize)
             ctx.log(f"llama.cpp quantized {x.quantize}: {q_out}")

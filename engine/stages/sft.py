@@ -26,14 +26,17 @@ def sft_args(ctx: StageContext, knobs: dict[str, Any], out: Path, max_steps: int
     )
 
 
-def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int | None = None, rows: list[dict] | None = None):
-    """Train an SFT LoRA into `out`; returns (trainer, callback). Shared by the sft and smoke stages."""
+def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int | None = None, rows: list[dict] | None = None,
+              vram_key: str | None = None):
+    """Train an SFT LoRA into `out`; returns (trainer, callback). Shared by the sft and smoke stages. callback.vram
+    holds the estimate (from the trainer's own args) and the measured peaks."""
     from datasets import Dataset
 
     from engine.training import models
     from engine.training import trainer as training
     from engine.training import data as traindata
     from engine.training.callbacks import StoreCallback
+    from engine.training.estimate import batch_from_args
     from engine.training.vram import record_estimate, record_peak
 
     s = ctx.cfg.sft
@@ -48,10 +51,12 @@ def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int |
         "gradient_accumulation_steps": s.gradient_accumulation_steps,
         "max_seq_length": s.max_seq_length,
     }
-    est = record_estimate(
-        ctx, base, bits=4 if backend.quantized else 16, seq_len=s.max_seq_length, batch=s.per_device_train_batch_size
-    )
     callback = StoreCallback(ctx)
+    estimates: list = []
+
+    def on_built(trainer) -> None:
+        batch = batch_from_args(trainer.args, prompt_len=s.max_seq_length)
+        estimates.append(record_estimate(ctx, base, bits=4 if backend.quantized else 16, batch=batch))
 
     def build(k: dict[str, Any]):
         from trl import SFTTrainer
@@ -62,8 +67,8 @@ def train_sft(ctx: StageContext, backend, base: str, out: Path, max_steps: int |
             processing_class=tok, peft_config=peft_cfg, callbacks=[callback],
         )
 
-    trainer = training.train_with_fallbacks(ctx, build, knobs, training.sft_fallbacks(), out / "checkpoints")
-    record_peak(ctx, est, callback.step_times)
+    trainer = training.train_with_fallbacks(ctx, build, knobs, training.sft_fallbacks(), out / "checkpoints", on_built)
+    callback.vram = record_peak(ctx, estimates[-1] if estimates else None, callback.step_times, key=vram_key)
     return trainer, callback
 
 

@@ -17,10 +17,13 @@ def run(ctx: StageContext) -> None:
     missing = [d for d, p in adapters.items() if not (p / "adapter_config.json").exists()]
     if missing:
         raise StageFailed(f"no grpo-dims adapter for {', '.join(missing)}; run grpo-dims first")
-    backend = models.pick_backend(ctx.cfg)
+    from transformers import AutoModelForCausalLM
+
     first = json.loads((adapters[dims[0]] / "adapter_config.json").read_text())["base_model_name_or_path"]
     base = first if Path(first).exists() else models.base_path(ctx.cfg, ctx.run_dir)
-    model = models.load_plain(ctx.cfg, backend, base, quantize=False)
+    # TIES combines the adapters' own matrices; the base is only their frame, so it stays on the CPU in its own
+    # dtype rather than taking a 16-bit copy on the card (~15 GiB for 8B).
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", device_map={"": "cpu"})
     out = ctx.folder / "adapter"
     if out.exists():
         import shutil

@@ -23,6 +23,7 @@ class StoreCallback(TrainerCallback):
         self._t_step = time.perf_counter()
         self._last_tokens: tuple[float, float] | None = None
         self.step_times: list[float] = []
+        self.vram: dict[str, Any] | None = None  # the estimate and measured peaks, set when training ends
 
     def on_train_begin(self, args, state, control, **kwargs: Any):
         self.total_steps = self.total_steps or state.max_steps

@@ -77,6 +77,8 @@ def _unsloth_problem(cuda: bool, cfg: Config) -> str | None:
         return "no CUDA device"
     if cfg.model.base.startswith(DEMO_PREFIX):
         return "the demo model is built locally"
+    if cfg.model.fast_inference and cfg.model.unsloth_standby:
+        os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")  # read by unsloth at import, so before the first one
     try:
         import unsloth  # noqa: F401
     except Exception as err:  # ImportError, Triton and driver errors all land here
@@ -216,16 +218,24 @@ def lora_config(cfg: Config, task_type: str = "CAUSAL_LM"):
     )
 
 
-def load_for_training(cfg: Config, backend: Backend, path: str, max_seq_length: int) -> tuple[Any, Any, Any]:
-    """(model, tokenizer, peft_config). On unsloth the model already carries its LoRA and peft_config is None."""
+def load_for_training(cfg: Config, backend: Backend, path: str, max_seq_length: int, *,
+                      fast_inference: bool = False) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, peft_config). On unsloth the model already carries its LoRA and peft_config is None.
+
+    fast_inference (GRPO with model.fast_inference on Unsloth): Unsloth loads a vLLM engine sharing the weights.
+    """
     from engine.training.trl_compat import ensure_fused_head
 
     ensure_fused_head()
     if backend.name == "unsloth":
         from unsloth import FastLanguageModel
 
+        extra: dict[str, Any] = {}
+        if fast_inference:
+            extra = {"fast_inference": True, "gpu_memory_utilization": cfg.model.gpu_memory_utilization,
+                     "max_lora_rank": cfg.model.lora_r}
         model, tok = FastLanguageModel.from_pretrained(
-            model_name=path, max_seq_length=max_seq_length, load_in_4bit=cfg.model.load_in_4bit, dtype=None
+            model_name=path, max_seq_length=max_seq_length, load_in_4bit=cfg.model.load_in_4bit, dtype=None, **extra
         )
         model = FastLanguageModel.get_peft_model(
             model,

@@ -1,9 +1,10 @@
-"""What SFT, GRPO, smoke and Strategy B share: checkpoints, the OOM fallback ladder, the VRAM estimate."""
+"""What SFT, GRPO, smoke and Strategy B share: checkpoints, the OOM fallback ladder, freeing a trainer's memory."""
 
 from __future__ import annotations
 
 import gc
 import re
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -97,13 +98,40 @@ def sft_fallbacks() -> list[Fallback]:
     return [smaller_batch, smaller_batch, shorter_seq, shorter_seq]
 
 
-def train_with_fallbacks(
-    ctx: StageContext, build: Callable[[dict[str, Any]], Any], knobs: dict[str, Any], fallbacks: list[Fallback],
-    ckpt_dir: Path,
-) -> Any:
-    """Train; on CUDA out-of-memory, apply the next fallback and retry from the last checkpoint (at most 3 times)."""
+def release(trainer: Any) -> None:
+    """Drop what a trainer holds on the GPU (model, optimizer, scheduler, accelerate's prepared objects).
+
+    Called on a trainer that failed or is done, before anything else needs the memory (the next attempt, a merge).
+    """
+    accelerator = getattr(trainer, "accelerator", None)
+    if accelerator is not None:
+        accelerator.free_memory()  # accelerate's own reset of its prepared models/optimizers/schedulers
+    for name in ("model", "model_wrapped", "optimizer", "lr_scheduler", "ref_model"):
+        if hasattr(trainer, name):
+            setattr(trainer, name, None)
+
+
+def free_memory() -> None:
+    """Collect garbage (trainers hold reference cycles) and hand cached CUDA blocks back to the driver."""
     import torch
 
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def train_with_fallbacks(
+    ctx: StageContext, build: Callable[[dict[str, Any]], Any], knobs: dict[str, Any], fallbacks: list[Fallback],
+    ckpt_dir: Path, on_built: Callable[[Any], None] | None = None,
+) -> Any:
+    """Train; on CUDA out-of-memory, free the failed trainer, apply the next fallback and retry from the last
+    checkpoint (at most 3 times). `on_built(trainer)` sees each trainer before it trains (the estimate reads its args).
+
+    Nothing is freed inside the `except` block: there the exception's traceback still holds every frame of the
+    failed step, and through them the trainer, its model, optimizer and activations. The block only records what
+    happened and clears those frames; the trainer is released after it, before the next build.
+    """
     from transformers import set_seed
 
     used = 0
@@ -112,6 +140,8 @@ def train_with_fallbacks(
         # never depend on what ran earlier in the process.
         set_seed(ctx.cfg.run.seed)
         trainer = build(knobs)
+        if on_built is not None:
+            on_built(trainer)
         resume = latest_checkpoint(ckpt_dir)
         if resume:
             ctx.log(f"resuming from {Path(resume).name}")
@@ -121,16 +151,15 @@ def train_with_fallbacks(
         except Exception as err:
             if not is_oom(err):
                 raise
-            message = None
-            while fallbacks and message is None:
-                message = fallbacks.pop(0)(knobs)
-            if used >= MAX_FALLBACKS or message is None:
-                raise StageFailed(
-                    f"out of GPU memory after {used} fallback(s), none left to try ({str(err).splitlines()[0][:160]})"
-                ) from None
-            used += 1
-            ctx.event("fallback", f"CUDA out of memory; fallback {used}/{MAX_FALLBACKS}: {message}", knobs=dict(knobs))
-            del trainer
-            gc.collect()
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
+            failure = str(err).splitlines()[0][:160]
+            traceback.clear_frames(err.__traceback__)
+        release(trainer)
+        del trainer
+        free_memory()
+        message = None
+        while fallbacks and message is None:
+            message = fallbacks.pop(0)(knobs)
+        if used >= MAX_FALLBACKS or message is None:
+            raise StageFailed(f"out of GPU memory after {used} fallback(s), none left to try ({failure})")
+        used += 1
+        ctx.event("fallback", f"CUDA out of memory; fallback {used}/{MAX_FALLBACKS}: {message}", knobs=dict(knobs))

@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
 from typing import Any
 
 from engine.runner.context import StageContext
+from engine.training.estimate import Batch, VramEstimate, estimate_vram
+
+__all__ = ["Batch", "VramEstimate", "VramSampler", "estimate_vram", "imported_torch", "record_estimate", "record_peak"]
 
 MB = 1024 * 1024
 GB = 1024**3
+
+
+def imported_torch() -> Any:
+    """torch when the stage has finished importing it, else None; never imports it.
+
+    The monitor thread samples while the stage thread may still be importing torch: `sys.modules` then holds a
+    partially initialised module (no `torch.cuda` yet). Python marks such a module's spec `_initializing`, the same
+    flag behind its "partially initialized module" errors, so both torch and torch.cuda are checked.
+    """
+    for name in ("torch", "torch.cuda"):
+        module = sys.modules.get(name)
+        spec = getattr(module, "__spec__", None)
+        if module is None or spec is None or getattr(spec, "_initializing", False):
+            return None
+    return sys.modules["torch"]
 
 
 class VramSampler:
@@ -50,8 +67,9 @@ class VramSampler:
                 # One failure turns sampling off rather than retrying every second.
                 self.available = False
                 self.reason = f"NVML stopped answering ({type(err).__name__}): VRAM sampling off"
-        torch = sys.modules.get("torch")  # never import torch just to sample
-        if torch is not None and torch.cuda.is_available():
+        torch = imported_torch()
+        # Only once the stage itself has started CUDA: reading counters first would create a context from this thread.
+        if torch is not None and torch.cuda.is_initialized():
             out["vram/torch_peak_mb"] = torch.cuda.max_memory_allocated() / MB
             out["vram/torch_reserved_mb"] = torch.cuda.memory_reserved() / MB
         return out
@@ -62,67 +80,18 @@ class VramSampler:
         info = self._nvml.nvmlDeviceGetMemoryInfo(self._handle)
         return (info.total - info.used) / MB
 
-
-# -- VRAM estimate ---------------------------------------------------------------------------
-
-
-@dataclass
-class VramEstimate:
-    weights_gb: float
-    lora_gb: float
-    activations_gb: float
-    logits_gb: float
-    kv_cache_gb: float
-    overhead_gb: float
-
-    @property
-    def total_gb(self) -> float:
-        return self.weights_gb + self.lora_gb + self.activations_gb + self.logits_gb + self.kv_cache_gb + self.overhead_gb
-
-    def as_dict(self) -> dict[str, float]:
-        d = {k: round(v, 3) for k, v in self.__dict__.items()}
-        d["total_gb"] = round(self.total_gb, 3)
-        return d
+    def total_gb(self) -> float | None:
+        if not self.available:
+            return None
+        return self._nvml.nvmlDeviceGetMemoryInfo(self._handle).total / GB
 
 
-def estimate_vram(
-    model_cfg: Any, *, bits: int, lora_r: int, n_targets: int, seq_len: int, batch: int, gradient_checkpointing: bool,
-    num_generations: int = 0, completion_len: int = 0, cuda_overhead_gb: float = 0.6,
-) -> VramEstimate:
-    """Peak VRAM of a LoRA training step from the model's shape. Rough by design; stored beside the measured peak.
-
-    weights: transformer blocks at `bits` (+10% for 4-bit quantization state), embeddings and head in 16-bit;
-    lora: adapter params with fp32 weight, grad and two Adam moments (16 bytes each);
-    activations: per token, 2 hidden vectors per layer with checkpointing (18 without), bf16;
-    logits: batch x seq x vocab in fp32, twice (logits and their grad);
-    kv cache (GRPO generation): 2 x layers x kv_heads x head_dim per token, for every generation.
-    """
-    h = model_cfg.hidden_size
-    layers = model_cfg.num_hidden_layers
-    heads = model_cfg.num_attention_heads
-    kv = getattr(model_cfg, "num_key_value_heads", heads) or heads
-    hd = getattr(model_cfg, "head_dim", None) or h // heads
-    inter = model_cfg.intermediate_size
-    vocab = model_cfg.vocab_size
-    attn = h * heads * hd * 2 + h * kv * hd * 2
-    mlp = 3 * h * inter
-    block_params = layers * (attn + mlp)
-    embed = vocab * h * (1 if getattr(model_cfg, "tie_word_embeddings", False) else 2)
-    per_param = bits / 8 * (1.1 if bits == 4 else 1.0)
-    weights = block_params * per_param + embed * 2
-    lora_params = layers * n_targets * lora_r * (h + max(h, inter)) / 1  # rank x (in + out), upper bound per target
-    lora = lora_params * 16
-    rows = batch * max(num_generations, 1)
-    tokens = rows * seq_len
-    act = tokens * h * 2 * (2 * layers if gradient_checkpointing else 18 * layers)
-    logits = tokens * vocab * 4 * 2
-    kv_cache = 2 * layers * kv * hd * 2 * (num_generations * (seq_len + completion_len)) if num_generations else 0.0
-    return VramEstimate(weights / GB, lora / GB, act / GB, logits / GB, kv_cache / GB, cuda_overhead_gb)
+# -- the estimate, recorded beside what was measured ------------------------------------------
 
 
-def record_estimate(ctx: StageContext, model_path: str, *, bits: int, seq_len: int, batch: int,
-                    num_generations: int = 0, completion_len: int = 0) -> VramEstimate | None:
-    """Estimate before launch, warn when it exceeds the GPU's free memory, keep it for comparison afterwards."""
+def record_estimate(ctx: StageContext, model_path: str, *, bits: int, batch: Batch, vllm: str = "",
+                    vllm_share: float = 0.0) -> VramEstimate | None:
+    """Estimate the peak for the batch the trainer really runs; warn when it exceeds the GPU's free memory."""
     from transformers import AutoConfig
 
     try:
@@ -130,31 +99,45 @@ def record_estimate(ctx: StageContext, model_path: str, *, bits: int, seq_len: i
     except Exception as err:  # an estimate must never stop a run
         ctx.log(f"VRAM estimate skipped: cannot read the model config ({type(err).__name__})", "warn")
         return None
+    sampler = VramSampler(ctx.cfg.gpu.device_index)
     est = estimate_vram(
-        mcfg, bits=bits, lora_r=ctx.cfg.model.lora_r, n_targets=len(ctx.cfg.model.target_modules), seq_len=seq_len,
-        batch=batch, gradient_checkpointing=ctx.cfg.model.gradient_checkpointing, num_generations=num_generations,
-        completion_len=completion_len,
+        mcfg, bits=bits, lora_r=ctx.cfg.model.lora_r, target_modules=list(ctx.cfg.model.target_modules), batch=batch,
+        gradient_checkpointing=ctx.cfg.model.gradient_checkpointing, vllm=vllm, vllm_share=vllm_share,
+        card_gb=sampler.total_gb(),
     )
-    free = VramSampler(ctx.cfg.gpu.device_index).free_mb()
-    msg = f"VRAM estimate for {ctx.name}: {est.total_gb:.2f} GB peak"
+    free = sampler.free_mb()
+    msg = (f"VRAM estimate for {ctx.name}: {est.total_gb:.2f} GB peak for {batch.rows} row(s) x {batch.seq_len} tokens"
+           + (f", {batch.generations} completions generated at once" if batch.generations else ""))
     if free is not None:
         msg += f" (GPU has {free / 1024:.2f} GB free)"
         if est.total_gb * 1024 > free:
             ctx.event("warning", msg + ": the estimate exceeds free memory; expect the OOM fallbacks", **est.as_dict())
-    ctx.event("estimate", msg, **est.as_dict())
+    ctx.event("estimate", msg, **est.as_dict(), rows=batch.rows, seq_len=batch.seq_len, generations=batch.generations)
     ctx.metric(0, **{"vram/estimate_mb": est.total_gb * 1024})
     return est
 
 
-def record_peak(ctx: StageContext, est: VramEstimate | None, step_times: list[float] | None = None) -> dict[str, Any]:
+def measured_peaks(ctx: StageContext) -> dict[str, float | None]:
+    """torch's peak allocation in this process and the highest NVML reading the monitor stored for this stage (GB)."""
     import torch
 
-    peak = torch.cuda.max_memory_allocated() / GB if torch.cuda.is_available() else None
-    data = {"estimate_gb": est.total_gb if est else None, "measured_peak_gb": peak}
+    torch_peak = torch.cuda.max_memory_allocated() / GB if torch.cuda.is_initialized() else None
+    _, _, used = ctx.store.metric_series(ctx.name, "vram/used_mb")
+    nvml = max((v for v in used if v is not None), default=None)
+    return {"torch_peak_gb": torch_peak, "nvml_peak_gb": nvml / 1024 if nvml is not None else None}
+
+
+def record_peak(ctx: StageContext, est: VramEstimate | None, step_times: list[float] | None = None,
+                key: str | None = None) -> dict[str, Any]:
+    peaks = measured_peaks(ctx)
+    data: dict[str, Any] = {"estimate_gb": est.total_gb if est else None, "measured_peak_gb": peaks["torch_peak_gb"],
+                            **peaks, "estimate": est.as_dict() if est else None}
     if step_times:
         ordered = sorted(step_times)
         data["median_step_s"] = ordered[len(ordered) // 2]
-    ctx.result("vram", ctx.name, data)
-    if peak is not None and est is not None:
-        ctx.log(f"VRAM: estimated {est.total_gb:.2f} GB, measured peak {peak:.2f} GB")
+        data["slowest_step_s"] = ordered[-1]
+    ctx.result("vram", key or ctx.name, data)
+    if peaks["torch_peak_gb"] is not None and est is not None:
+        nvml = f", NVML {peaks['nvml_peak_gb']:.2f} GB" if peaks["nvml_peak_gb"] is not None else ""
+        ctx.log(f"VRAM: estimated {est.total_gb:.2f} GB, measured torch peak {peaks['torch_peak_gb']:.2f} GB{nvml}")
     return data
