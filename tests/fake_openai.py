@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import socket
@@ -17,11 +18,14 @@ FAULTS = ("429", "500", "hang", "cut", "garbage", "no_choices")
 class FakeOpenAI:
     """Answers /v1/chat/completions. `fault_rate` of requests fail in one of FAULTS (seeded); `latency_s` per reply.
 
-    Judge requests (system prompt of the judge) get nine scores as JSON, or one of `judge_replies` in turn.
+    Judge requests (system prompt of the judge) get nine scores as JSON, or one of `judge_replies` in turn; with
+    judge_scores="varied" the scores are a hash of the request (0.1..0.9, the same text always the same scores), so
+    GRPO groups have spread. Pairwise requests get {"winner": "A"}. `peak_in_flight` is the most requests the
+    server was answering at once.
     """
 
     def __init__(self, fault_rate: float = 0.0, latency_s: float = 0.0, hang_s: float = 2.0, seed: int = 0,
-                 faults: tuple[str, ...] = FAULTS, judge_replies: list[str] | None = None):
+                 faults: tuple[str, ...] = FAULTS, judge_replies: list[str] | None = None, judge_scores: str = "fixed"):
         self.fault_rate = fault_rate
         self.latency_s = latency_s
         self.hang_s = hang_s
@@ -32,6 +36,9 @@ class FakeOpenAI:
         self.requests: list[dict] = []
         self.answered: list[dict] = []
         self.auth_headers: list[str] = []
+        self.judge_scores = judge_scores
+        self.in_flight = 0
+        self.peak_in_flight = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +48,16 @@ class FakeOpenAI:
                 pass
 
             def do_POST(self):
+                with server.lock:
+                    server.in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                try:
+                    self._post()
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _post(self):
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length))
                 with server.lock:
@@ -51,6 +68,8 @@ class FakeOpenAI:
                     time.sleep(server.latency_s)
                 if fault == "429":
                     return self._send(429, b'{"error": "rate limited"}', {"Retry-After": "0.05"})
+                if fault == "401":  # not in FAULTS: only where a test asks for it
+                    return self._send(401, b'{"error": "invalid api key"}')
                 if fault == "500":
                     return self._send(500, b'{"error": "boom"}')
                 if fault == "hang":
@@ -84,9 +103,11 @@ class FakeOpenAI:
 
     def _reply(self, body: dict) -> dict:
         system = next((m["content"] for m in body["messages"] if m["role"] == "system"), "")
-        if "impartial judge" in system:
+        if "comparing two" in system:
+            message = {"role": "assistant", "content": json.dumps({"winner": "A"})}
+        elif "impartial judge" in system:
             with self.lock:
-                text = self.judge_replies.pop(0) if self.judge_replies else json.dumps({d: 0.7 for d in DIMENSIONS})
+                text = self.judge_replies.pop(0) if self.judge_replies else json.dumps(self._scores(body))
             message = {"role": "assistant", "content": text}
         elif "new prompts of the same category" in body["messages"][-1]["content"]:
             # Prompt expansion: new prompts, one repeated, one a near-duplicate of a shipped example.
@@ -101,6 +122,16 @@ class FakeOpenAI:
             message = {"role": "assistant", "content": f"<think>\nParameters of: {last[:40]}\n</think>\n\nAnswer to: {last[:40]}"}
         return {"id": "x", "object": "chat.completion", "model": body["model"], "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}}
+
+    def _scores(self, body: dict) -> dict[str, float]:
+        if self.judge_scores != "varied":
+            return {d: 0.7 for d in DIMENSIONS}
+        digest = hashlib.sha256(body["messages"][-1]["content"].encode()).digest()
+        return {d: round(0.1 + 0.8 * digest[i] / 255, 3) for i, d in enumerate(DIMENSIONS)}
+
+    def reset_peak(self) -> None:
+        with self.lock:
+            self.peak_in_flight = self.in_flight
 
     def __enter__(self) -> FakeOpenAI:
         self.thread.start()

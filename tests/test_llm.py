@@ -239,7 +239,7 @@ def test_vertex_needs_a_project(monkeypatch):
 def test_vertex_batch_file_and_results(tmp_path):
     from types import SimpleNamespace
 
-    from engine.llm.vertex_batch import parse_batch_results, request_hash, write_batch_file
+    from engine.llm.vertex_batch import parse_batch_results, write_batch_file
 
     calls = [SimpleNamespace(key=f"k{i}", request=LLMRequest([{"role": "user", "content": f"q{i}"}], system="s")) for i in range(3)]
     index = write_batch_file(calls, tmp_path / "batch.jsonl")
@@ -255,7 +255,7 @@ def test_vertex_batch_file_and_results(tmp_path):
     results, errors = parse_batch_results(out, index)
     assert set(results) == {"k0"} and results["k0"].tokens_in == 96
     assert errors["k1"] == "Quota exceeded" and "line 3" in errors and "line 4" in errors
-    assert request_hash(json.loads(lines[2])["request"]) in index
+    assert index[json.loads(lines[2])["request"]["labels"]["aba_call"]] == "k2"  # matched by label, not body
 
 
 def test_local_backend_generates_with_a_transformers_model(tmp_path):

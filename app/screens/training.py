@@ -61,6 +61,7 @@ class TrainingScreen(Screen):
         with Horizontal():
             with VerticalScroll(id="training-charts"):
                 yield LineChart("reward", id="chart-reward")
+                yield LineChart("judge", id="chart-judge")
                 yield Grid(*[LineChart(f"{SHORT[d]}", id=f"chart-dim-{i}") for i, d in enumerate(DIMENSIONS)], id="dim-grid")
                 yield Grid(*[LineChart(title, id=f"chart-{i}") for i, (_, title) in enumerate(SMALL)], id="small-grid")
             with Vertical(id="training-side"):
@@ -71,6 +72,7 @@ class TrainingScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#dim-grid").display = False
+        self.query_one("#chart-judge").display = False
         self.update_from(self.app.model, force=True)  # type: ignore[attr-defined]
         self.set_interval(HOST_SAMPLE_S, self._sample)
         self._sample()  # the first figures at once, not a second later
@@ -184,11 +186,31 @@ class TrainingScreen(Screen):
             for i, d in enumerate(DIMENSIONS):
                 ln = self._line(model, f"rewards/{d}/mean", SHORT[d], PALETTE[i])
                 self.query_one(f"#chart-dim-{i}", LineChart).set_lines([ln] if ln else [])
+        self._update_judge(model, keys)
         for i, (key, title_) in enumerate(SMALL):
             ln = self._line(model, key, title_, PALETTE[i % 9])
             self.query_one(f"#chart-{i}", LineChart).set_lines([ln] if ln else [])
         self.query_one(VramPanel).update_from(model, self.stage)
         self._update_samples(model)
+
+    def _update_judge(self, model: RunModel, keys: list[str]) -> None:
+        """GRPO's LLM judge per step (calls, cache hits, failures), with the run's failure count in the title."""
+        chart = self.query_one("#chart-judge", LineChart)
+        chart.display = "judge/calls" in keys
+        if not chart.display:
+            return
+        total = {}
+        for key in ("judge/calls", "judge/failures", "judge/unscored"):
+            s = model.get(self.stage, key)
+            total[key] = int(s.view(False)[1].sum()) if s is not None and s.n else 0
+        calls, failed = total["judge/calls"], total["judge/failures"]
+        share = f"{failed / calls:.0%}" if calls else "n/a"
+        chart.border_title = (f"judge: {failed} of {calls} calls failed ({share}); "
+                              f"{total['judge/unscored']} completions got no reward")
+        lines = [ln for i, (key, label) in enumerate((("judge/calls", "calls"), ("judge/cache_hits", "cache hits"),
+                                                      ("judge/failures", "failures")))
+                 if (ln := self._line(model, key, label, PALETTE[(0, 2, 3)[i]]))]
+        chart.set_lines(lines)
 
     def _update_samples(self, model: RunModel) -> None:
         samples = model.samples.get(self.stage, [])

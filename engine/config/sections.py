@@ -148,6 +148,13 @@ class GRPOConfig:
     vllm_gpu_memory_utilization: float = _f(
         0.3, "Share of the card colocated vLLM reserves for its own weights and KV cache (the VRAM estimate adds it). "
         "Not yet verified on a GPU here.", gt=0.0, max=1.0)
+    judge_max_failed_share: float = _f(
+        0.2, "Pause the stage (checkpoint, then fail with the reason) when more than this share of judge calls failed "
+        "after their retries over the last grpo.judge_failure_window steps; failed completions get no reward.",
+        min=0.0, max=1.0,
+    )
+    judge_failure_window: int = _f(10, "Steps over which grpo.judge_max_failed_share is measured.", min=1)
+    judge_cache_size: int = _f(4096, "Judged completions kept in memory (least recently used dropped first).", min=1)
 
 
 @dataclass

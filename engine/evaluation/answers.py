@@ -75,31 +75,55 @@ def load_heldout(path: Path) -> list[list[dict]]:
     return [p.turns for p in load_category(path, "heldout")]
 
 
-def tournament(outputs: dict[str, list[str]], prompts: list[list[dict]], decide) -> list[Match]:
-    """Every pair of models on every prompt, judged in both orders; disagreement between the orders is a tie."""
+def tournament(outputs: dict[str, list[str]], prompts: list[list[dict]], decide,
+               concurrency: int = 1) -> tuple[list[Match], int]:
+    """Every pair of models on every prompt, judged in both orders; disagreement between the orders is a tie.
+
+    The verdicts are asked `concurrency` at a time (the judge backend's cap; its limiter still spaces them). A pair
+    where either order got no verdict (decide returned None: the judge failed) is skipped, not scored as a tie;
+    returns (matches, pairs skipped)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     names = list(outputs)
-    matches = []
-    for i, a in enumerate(names):
-        for b in names[i + 1:]:
-            for k, turns in enumerate(prompts):
-                first = decide(turns, outputs[a][k], outputs[b][k])  # a shown first
-                second = decide(turns, outputs[b][k], outputs[a][k])  # b shown first
-                sa = {"A": 1.0, "B": 0.0, "tie": 0.5}[first]
-                sb = {"A": 0.0, "B": 1.0, "tie": 0.5}[second]
-                matches.append(Match(a, b, (sa + sb) / 2))  # position bias cancels; split verdicts are ties
-    return matches
+    pairs = [(a, b, k) for i, a in enumerate(names) for b in names[i + 1:] for k in range(len(prompts))]
+    jobs = [(prompts[k], outputs[x][k], outputs[y][k]) for a, b, k in pairs for x, y in ((a, b), (b, a))]
+    if concurrency > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(max_workers=min(concurrency, len(jobs)), thread_name_prefix="pairwise") as pool:
+            verdicts = list(pool.map(lambda job: decide(*job), jobs))
+    else:
+        verdicts = [decide(*job) for job in jobs]
+    matches, skipped = [], 0
+    for n, (a, b, _) in enumerate(pairs):
+        first, second = verdicts[2 * n], verdicts[2 * n + 1]  # a shown first, then b shown first
+        if first is None or second is None:
+            skipped += 1
+            continue
+        sa = {"A": 1.0, "B": 0.0, "tie": 0.5}[first]
+        sb = {"A": 0.0, "B": 1.0, "tie": 0.5}[second]
+        matches.append(Match(a, b, (sa + sb) / 2))  # position bias cancels; split verdicts are ties
+    return matches, skipped
 
 
 def heuristic_pairwise(scorer, weights: dict[str, float], margin: float = 0.02):
-    def decide(turns: list[dict], first: str, second: str) -> str:
+    def decide(turns: list[dict], first: str, second: str) -> str | None:
         sa = weighted_score(scorer(turns, *split_think(first)), weights)
         sb = weighted_score(scorer(turns, *split_think(second)), weights)
+        if sa is None or sb is None:
+            return None  # the judge failed on one of them: no verdict
         return "A" if sa - sb > margin else "B" if sb - sa > margin else "tie"
 
     return decide
 
 
-def checklist(battery: dict[str, dict], outputs: dict[str, list[str]], heldout_scores: dict[str, list[float]],
+def paired_diffs(final: list[float | None], baseline: list[float | None]) -> tuple[list[float], int]:
+    """Per-prompt differences final - baseline where both were judged; and how many pairs were skipped because the
+    judge failed on either side (a failed judge is no score, never 0)."""
+    both = [(f, b) for f, b in zip(final, baseline)]
+    diffs = [f - b for f, b in both if f is not None and b is not None]
+    return diffs, len(both) - len(diffs)
+
+
+def checklist(battery: dict[str, dict], outputs: dict[str, list[str]], heldout_scores: dict[str, list[float | None]],
               final: str, baseline: str, n_boot: int) -> dict[str, dict[str, Any]]:
     """The seed's success criteria, each computed from the results."""
     out: dict[str, dict[str, Any]] = {}
@@ -114,11 +138,13 @@ def checklist(battery: dict[str, dict], outputs: dict[str, list[str]], heldout_s
     ref_base = sum(map(is_refusal, base_out)) / len(base_out) if base_out else 0.0
     out["no increase in refusals"] = {"passed": ref_final <= ref_base,
                                       "detail": f"refusal rate {final} {ref_final:.0%} vs {baseline} {ref_base:.0%}"}
-    diffs = [f - b for f, b in zip(heldout_scores.get(final, []), heldout_scores.get(baseline, []))]
+    diffs, skipped = paired_diffs(heldout_scores.get(final, []), heldout_scores.get(baseline, []))
     mean, lo, hi = paired_interval(diffs, n_boot)
     out["dimension scores improve vs baseline"] = {
         "passed": bool(diffs) and lo > 0,
-        "detail": f"paired mean weighted-score change {mean:+.3f} (95% CI {lo:+.3f} .. {hi:+.3f}) over {len(diffs)} held-out prompts",
+        "detail": f"paired mean weighted-score change {mean:+.3f} (95% CI {lo:+.3f} .. {hi:+.3f}) over {len(diffs)} held-out prompts"
+                  + (f"; {skipped} pair(s) skipped, judge failed" if skipped else ""),
+        "skipped": skipped,
     }
     return out
 

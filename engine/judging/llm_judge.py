@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from engine.judging.parser import JudgeReplyError, ParsedScores, parse_judge_reply
 from engine.judging.prompt import JUDGE_SYSTEM, RESPONSE_SCHEMA, judge_user_message
+from engine.errors import UserError
 from engine.llm.base import LLMError, LLMRequest
 from engine.llm.limits import LimitedBackend
 
@@ -49,6 +50,8 @@ class LLMJudge:
             try:
                 result = self._call(request)
             except LLMError as err:
+                if err.fatal:  # every call would fail the same way: stop the stage with the backend's one line
+                    raise UserError(str(err)) from None
                 reason, raw = f"call failed: {err}", None
                 if self.on_attempt:
                     self.on_attempt(attempt, None, reason)
@@ -69,7 +72,9 @@ class LLMJudge:
         raise JudgeFailed(f"judge failed after {self.attempts} attempt(s): {reason}", raw)
 
     def score(self, turns: list[dict], reasoning: str, answer: str) -> dict[str, float | None]:
-        """For GRPO rewards: the nine scores, or None for each when the judge failed (TRL treats None as unscorable)."""
+        """For GRPO rewards: the nine scores, or None for each when the judge failed after its attempts. None in all
+        nine reward functions makes TRL drop the completion from its group's advantage (see training/rewards.py);
+        a number here, 0 included, would be trained on."""
         try:
             return self.judge(turns, reasoning, answer).parsed.scores
         except JudgeFailed:
@@ -104,8 +109,9 @@ def parse_pairwise(text: str) -> str:
     raise ValueError(f"no winner in pairwise reply: {(text or '')[:120]!r}")
 
 
-def pairwise_llm(backend, turns: list[dict], first: str, second: str, attempts: int = 3) -> str:
-    """'A' (first better), 'B' or 'tie' from an LLM judge; 'tie' when it never answers usably."""
+def pairwise_llm(backend, turns: list[dict], first: str, second: str, attempts: int = 3) -> str | None:
+    """'A' (first better), 'B' or 'tie' from an LLM judge; None when it never answers usably (the pair is skipped,
+    not counted as a tie)."""
     convo = "\n".join(f"[{t['role']}] {t['content']}" for t in turns)
     req = LLMRequest(messages=[{"role": "user", "content": f"CONVERSATION:\n{convo}\n\nRESPONSE A:\n{first}\n\nRESPONSE B:\n{second}\n\nVerdict (JSON):"}],
                      system=PAIRWISE_SYSTEM, temperature=0.0, max_tokens=64, json_schema=PAIRWISE_SCHEMA)
@@ -113,6 +119,11 @@ def pairwise_llm(backend, turns: list[dict], first: str, second: str, attempts: 
         try:
             result = backend.call(req) if hasattr(backend, "call") else backend.generate(req)
             return parse_pairwise(result.text)
-        except (LLMError, ValueError):
+        except LLMError as err:
+            if err.fatal:
+                raise UserError(str(err)) from None
+            if not err.retriable:
+                return None
+        except ValueError:
             continue
-    return "tie"
+    return None

@@ -34,13 +34,17 @@ class LLMResult:
 
 
 class LLMError(Exception):
-    """A call that failed. `retriable` errors (408, 429, 5xx, timeouts, cut connections, garbled bodies) are retried."""
+    """A call that failed. `retriable` errors (408, 429, 5xx, timeouts, cut connections, garbled bodies) are retried;
+    `fatal` ones (bad credentials, no permission, unknown model or location) fail every call the same way, so the
+    stage stops at once with this one line instead of marking calls failed one by one."""
 
-    def __init__(self, message: str, *, status: int | None = None, retriable: bool = False, retry_after: float | None = None):
+    def __init__(self, message: str, *, status: int | None = None, retriable: bool = False, retry_after: float | None = None,
+                 fatal: bool = False):
         super().__init__(message)
         self.status = status
-        self.retriable = retriable
+        self.retriable = retriable and not fatal
         self.retry_after = retry_after
+        self.fatal = fatal
 
 
 def retriable_status(status: int) -> bool:

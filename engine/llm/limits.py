@@ -64,6 +64,7 @@ class LimitedBackend:
     def __init__(self, backend: LLMBackend, concurrency: int, rpm: int, tpm: int, retry: RetryPolicy,
                  sleep: Callable[[float], None] = time.sleep, seed: int = 0):
         self.backend = backend
+        self.concurrency = concurrency
         self.sem = threading.BoundedSemaphore(concurrency)
         self.limiter = RateLimiter(rpm, tpm, sleep=sleep)
         self.retry = retry

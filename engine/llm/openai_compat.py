@@ -80,6 +80,9 @@ class OpenAIBackend(LLMBackend):
             if err.code == 400 and request.json_schema and "response_format" in detail:
                 self._schema_ok = False  # this server has no structured output; ask without a schema
                 raise LLMError("server rejected response_format; retrying without a schema", status=400, retriable=True) from None
+            if err.code in (401, 403, 404):  # wrong key, no access, unknown model or URL: every call fails alike
+                raise LLMError(f"HTTP {err.code} from {self.url} (model {self.model}): {' '.join(detail.split())[:200]}",
+                               status=err.code, fatal=True) from None
             raise LLMError(f"HTTP {err.code} from {self.url}: {detail}", status=err.code,
                            retriable=retriable_status(err.code), retry_after=_retry_after(err.headers)) from None
         except (TimeoutError, socket.timeout) as err:

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from engine.errors import UserError
-from engine.llm.base import LLMBackend, LLMError, LLMRequest, LLMResult, retriable_status
+from engine.llm.base import LLMBackend, LLMError, LLMRequest, LLMResult
 
 
 def build_request(req: LLMRequest) -> dict[str, Any]:
@@ -82,33 +82,34 @@ def _to_sdk_config(body: dict[str, Any]):
 class VertexBackend(LLMBackend):
     name = "vertex"
 
-    def __init__(self, model: str, project: str = "", location: str = ""):
+    def __init__(self, model: str, project: str = "", location: str = "", client: Any = None):
         super().__init__(model)
         self.project = project or os.environ.get("GOOGLE_CLOUD_PROJECT", "")
         self.location = location or os.environ.get("GOOGLE_CLOUD_LOCATION", "global")
         if not self.project:
             raise UserError("vertex backend: no project (set llm.project in the config or GOOGLE_CLOUD_PROJECT)")
-        self._client = None
+        self._client = client  # a ready genai.Client (tests hand in one on a fake transport)
 
     def client(self):
         if self._client is None:
             from google import genai
 
             # Credentials come from Application Default Credentials only (gcloud auth application-default login).
+            # The client's own retries stay off (its default): LimitedBackend retries, under the rate limit.
             self._client = genai.Client(vertexai=True, project=self.project, location=self.location)
         return self._client
 
     def generate(self, request: LLMRequest) -> LLMResult:
-        from google.genai import errors
+        from engine.llm.vertex_errors import classify
 
         body = build_request(request)
         try:
             resp = self.client().models.generate_content(
                 model=self.model, contents=body["contents"], config=_to_sdk_config(body)
             )
-        except errors.APIError as err:
-            code = int(getattr(err, "code", 0) or 0)
-            raise LLMError(f"Vertex AI {code}: {str(err)[:300]}", status=code, retriable=retriable_status(code)) from None
-        except (TimeoutError, ConnectionError, OSError) as err:
-            raise LLMError(f"Vertex AI connection: {err}", retriable=True) from None
+        except Exception as err:  # google-genai, httpx and google-auth errors; anything else is a bug and re-raised
+            classified = classify(err, self.project, self.location, self.model)
+            if classified is None:
+                raise
+            raise classified from None
         return parse_response(resp.model_dump(mode="json", exclude_none=True), self.model)

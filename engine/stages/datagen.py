@@ -62,35 +62,63 @@ def build_calls(ctx: StageContext, prompts: list[tuple[int, Prompt]]) -> list[Tr
     return calls
 
 
-def _expand(ctx: StageContext, limited, category: str, have: list[Prompt], target: int, dedupe: NearDuplicateFilter) -> list[Prompt]:
-    """Ask the generator for new prompts in the style of the examples until the category reaches its target."""
-    out: list[Prompt] = []
-    tries = 0
-    while len(have) + len(out) < target and tries < max(3, target // 10):
-        tries += 1
-        want = min(20, target - len(have) - len(out))
-        examples = "\n".join(json.dumps(p.turns, ensure_ascii=False) for p in (have + out)[:8])
-        req = LLMRequest(
-            messages=[{"role": "user", "content": (
-                f"Here are example prompts of the category '{category}', each a JSON list of chat turns:\n{examples}\n\n"
-                f"Write {want} new prompts of the same category, different in topic from the examples and from each "
-                "other. Reply with one JSON array whose items are lists of turns like the examples (the last turn is the "
-                "user's). No prose.")}],
-            temperature=1.0, max_tokens=4096, meta={"kind": "expand", "category": category},
-        )
-        try:
-            result = limited.call(req)
-        except LLMError as err:
-            ctx.log(f"expanding {category}: {err}", "warn")
-            return out
-        for turns in _parse_prompt_list(result.text):
-            try:
-                check_turns(turns, "generated prompt")
-            except Exception:
-                continue
-            if dedupe.add(turns):
-                out.append(Prompt(prompt_key(category, turns), category, turns, f"generated:{limited.name}"))
-    return out
+def _expand_request(category: str, examples: list[Prompt], want: int) -> LLMRequest:
+    shown = "\n".join(json.dumps(p.turns, ensure_ascii=False) for p in examples[:8])
+    return LLMRequest(
+        messages=[{"role": "user", "content": (
+            f"Here are example prompts of the category '{category}', each a JSON list of chat turns:\n{shown}\n\n"
+            f"Write {want} new prompts of the same category, different in topic from the examples and from each "
+            "other. Reply with one JSON array whose items are lists of turns like the examples (the last turn is the "
+            "user's). No prose.")}],
+        temperature=1.0, max_tokens=4096, meta={"kind": "expand", "category": category},
+    )
+
+
+def _expand(ctx: StageContext, limited, short: dict[str, tuple[list[Prompt], int]],
+            dedupe: NearDuplicateFilter) -> dict[str, list[Prompt]]:
+    """Ask the generator for new prompts in the style of each category's examples until it reaches its target.
+
+    In rounds: each round asks, for every category still short, one request per 20 missing prompts, and sends all
+    of the round's requests at once under the backend's concurrency cap and rate limit. Replies are read in a fixed
+    order (category, then request), so deduplication does not depend on which reply came first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    out: dict[str, list[Prompt]] = {cat: [] for cat in short}
+    tries = dict.fromkeys(short, 0)
+    stopped: set[str] = set()
+    with ThreadPoolExecutor(max_workers=max(1, getattr(limited, "concurrency", 1)), thread_name_prefix="expand") as pool:
+        while True:
+            plan: list[tuple[str, LLMRequest]] = []
+            for cat, (have, target) in short.items():
+                missing = target - len(have) - len(out[cat])
+                budget = max(3, target // 10) - tries[cat]
+                if cat in stopped or missing <= 0 or budget <= 0:
+                    continue
+                n = min(-(-missing // 20), budget)
+                tries[cat] += n
+                plan += [(cat, _expand_request(cat, have + out[cat], min(20, missing - 20 * j))) for j in range(n)]
+            if not plan:
+                return out
+            futures = [pool.submit(limited.call, req) for _, req in plan]
+            for (cat, _), fut in zip(plan, futures):
+                try:
+                    result = fut.result()
+                except LLMError as err:
+                    if err.fatal:
+                        raise StageFailed(str(err)) from None
+                    ctx.log(f"expanding {cat}: {err}", "warn")
+                    stopped.add(cat)
+                    continue
+                have, target = short[cat]
+                for turns in _parse_prompt_list(result.text):
+                    if len(have) + len(out[cat]) >= target:
+                        break
+                    try:
+                        check_turns(turns, "generated prompt")
+                    except Exception:
+                        continue
+                    if dedupe.add(turns):
+                        out[cat].append(Prompt(prompt_key(cat, turns), cat, turns, f"generated:{limited.name}"))
 
 
 def _parse_prompt_list(text: str) -> list:
@@ -117,7 +145,7 @@ def register_prompts(ctx: StageContext, limited) -> list[tuple[int, Prompt]]:
         folder = Path(__file__).resolve().parent.parent.parent / folder
     by_cat = load_prompts(folder, list(d.category_targets))
     dedupe = NearDuplicateFilter()
-    chosen: list[Prompt] = []
+    kept_by_cat: dict[str, list[Prompt]] = {}
     for cat, items in by_cat.items():
         kept = [p for p in items if dedupe.add(p.turns)]
         if len(kept) < len(items):
@@ -125,16 +153,20 @@ def register_prompts(ctx: StageContext, limited) -> list[tuple[int, Prompt]]:
         existing = [p for p in ctx.store.prompts(cat) if p["source"].startswith("generated")]
         for p in existing:  # generated on an earlier attempt: keep them, they count toward the target
             dedupe.add(p["turns"])
-        kept += [Prompt(p["key"], cat, p["turns"], p["source"]) for p in existing]
-        target = d.category_targets[cat]
-        if d.expand and len(kept) < target:
-            if ctx.cfg.datagen.llm.backend == "offline":
+        kept_by_cat[cat] = kept + [Prompt(p["key"], cat, p["turns"], p["source"]) for p in existing]
+    short = {cat: (kept, d.category_targets[cat]) for cat, kept in kept_by_cat.items() if len(kept) < d.category_targets[cat]}
+    if d.expand and short:
+        if ctx.cfg.datagen.llm.backend == "offline":
+            for cat, (kept, target) in short.items():
                 ctx.log(f"{cat}: {len(kept)} of {target} prompts; the offline backend cannot write more (datagen.expand)", "warn")
-            else:
-                new = _expand(ctx, limited, cat, kept, target, dedupe)
+        else:
+            for cat, new in _expand(ctx, limited, short, dedupe).items():
+                kept, target = short[cat]
                 ctx.log(f"{cat}: expanded by {len(new)} generated prompts to {len(kept) + len(new)} of {target}")
-                kept += new
-        chosen += kept[:target] if d.expand else kept
+                kept_by_cat[cat] = kept + new
+    chosen: list[Prompt] = []
+    for cat, kept in kept_by_cat.items():
+        chosen += kept[: d.category_targets[cat]] if d.expand else kept
     if d.max_prompts:
         # Round-robin over categories so a small demo still covers all five.
         cats = {c: [p for p in chosen if p.category == c] for c in d.category_targets}
@@ -194,6 +226,8 @@ def run(ctx: StageContext) -> None:
         try:
             result = limited.call(call.request, on_retry=on_retry)
         except LLMError as err:
+            if err.fatal:  # bad credentials, no permission, unknown model: every call would fail; stop with one line
+                raise StageFailed(str(err)) from None
             ctx.store.mark_call_failed(call.key, str(err)[:300])
             with lock:
                 counter["failed"] += 1

@@ -59,15 +59,20 @@ def run(ctx: StageContext) -> None:
             s = scorer(turns, *split_think(out))
             w = weighted_score(s, weights)
             outputs[ref.name].append(out)
-            scores[ref.name].append(w if w is not None else 0.0)
+            scores[ref.name].append(w)  # None when the judge failed: that prompt's pairs are skipped, not scored 0
             ctx.result("heldout", f"{ref.name}/{k}", {"model": ref.name, "prompt": turns[-1]["content"], "output": out, "scores": s, "weighted": w})
             done += 1
             ctx.progress(done, total, f"{ref.name}: held-out {k + 1}/{len(heldout)}")
-        ctx.metric(0, **{f"eval/{ref.name}/battery_passed": passed, f"eval/{ref.name}/heldout_weighted": sum(scores[ref.name]) / max(len(heldout), 1)})
-        ctx.log(f"{ref.name}: {passed}/{len(tests)} battery tests passed; mean held-out weighted score {sum(scores[ref.name]) / max(len(heldout), 1):.3f}")
+        judged = [w for w in scores[ref.name] if w is not None]
+        mean = sum(judged) / len(judged) if judged else None
+        ctx.metric(0, **{f"eval/{ref.name}/battery_passed": passed, f"eval/{ref.name}/heldout_weighted": mean,
+                         f"eval/{ref.name}/heldout_judge_failed": len(heldout) - len(judged)})
+        ctx.log(f"{ref.name}: {passed}/{len(tests)} battery tests passed; mean held-out weighted score "
+                f"{'n/a' if mean is None else f'{mean:.3f}'} ({len(heldout) - len(judged)} judge failures)")
         del model
         gc.collect()
     # Tournament: every pair, both orders.
+    concurrency = 1
     if ctx.cfg.judge.llm.backend == "offline":
         decide = ev.heuristic_pairwise(scorer, weights)
     else:
@@ -76,7 +81,11 @@ def run(ctx: StageContext) -> None:
 
         limited = make_limited(ctx.cfg.judge.llm, ctx, ctx.cfg.run.seed + 2)
         decide = lambda turns, a, b: pairwise_llm(limited, turns, split_think(a)[1], split_think(b)[1])  # noqa: E731
-    matches = ev.tournament(outputs, heldout, decide)
+        concurrency = limited.concurrency
+    matches, skipped = ev.tournament(outputs, heldout, decide, concurrency)
+    if skipped:
+        ctx.log(f"tournament: {skipped} of {skipped + len(matches)} pairs skipped (the judge gave no verdict)", "warn")
+    ctx.metric(0, **{"eval/tournament_pairs": len(matches), "eval/tournament_skipped": skipped})
     model_names = list(outputs)
     table, matrix = ev.ratings_table(matches, model_names, e.bootstrap)
     for name, row in table.items():
@@ -85,6 +94,9 @@ def run(ctx: StageContext) -> None:
     final = refs[-1].name if refs[-1].name != "ties" or len(refs) == 1 else refs[-2].name
     baseline = e.baseline if e.baseline in outputs else model_names[0]
     items = ev.checklist(battery, outputs, scores, final, baseline, e.bootstrap)
+    paired = items["dimension scores improve vs baseline"]
+    if paired["skipped"]:
+        ctx.log(f"paired comparison {final} vs {baseline}: {paired['skipped']} held-out pair(s) skipped, judge failed", "warn")
     for item, row in items.items():
         ctx.result("checklist", item, row)
     ratings = ", ".join(f"{n} {r['rating']:.0f} [{r['lo']:.0f}, {r['hi']:.0f}]" for n, r in table.items())

@@ -58,9 +58,10 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
     from engine.training import trainer as training
     from engine.training import data as traindata
     from engine.training.callbacks import StoreCallback
-    from engine.training.rewards import JudgeCache, make_scorer
     from engine.training.estimate import batch_from_args
+    from engine.training.judge_watch import JudgeWatch
     from engine.training.prompt_fit import fit_prompts
+    from engine.training.rewards import JudgeCache, judge_concurrency, make_scorer
     from engine.training.vram import record_estimate, record_peak
 
     g = ctx.cfg.grpo
@@ -73,7 +74,8 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
         ctx.log(f"grpo.max_prompt_length = {g.max_prompt_length}: {cut} of {len(prompts)} prompts cut from the left")
     dataset = Dataset.from_list(prompts)
     scorer, judge_name = make_scorer(ctx)
-    cache = JudgeCache(scorer, ctx, dims, weights, g.sample_every, g.samples_per_store)
+    cache = JudgeCache(scorer, ctx, dims, weights, g.sample_every, g.samples_per_store,
+                       concurrency=judge_concurrency(ctx), max_entries=g.judge_cache_size)
     fast = vllm_mode(ctx, backend)
     knobs = {
         "num_generations": num_generations or g.num_generations,
@@ -84,6 +86,7 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
             + (f"; generation through vLLM ({fast})" if fast else ""))
     callback = StoreCallback(ctx, prefix=metric_prefix, total_steps=max_steps)
     estimates: list = []
+    watch = JudgeWatch(ctx, cache, g.judge_max_failed_share, g.judge_failure_window, prefix=metric_prefix)
 
     def build(k: dict[str, Any]):
         from trl import GRPOTrainer
@@ -94,7 +97,7 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
         return GRPOTrainer(
             model=model, reward_funcs=cache.reward_functions(),
             args=grpo_args(ctx, k, out / "checkpoints", [weights[d] for d in dims], max_steps),
-            train_dataset=dataset, processing_class=tok, peft_config=peft_cfg, callbacks=[callback],
+            train_dataset=dataset, processing_class=tok, peft_config=peft_cfg, callbacks=[callback, watch],
         )
 
     def on_built(trainer) -> None:
@@ -111,7 +114,12 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
 
     trainer = training.train_with_fallbacks(ctx, build, knobs, training.grpo_fallbacks(), out / "checkpoints", on_built)
     callback.vram = record_peak(ctx, estimates[-1] if estimates else None, callback.step_times, key=vram_key)
-    ctx.log(f"judge calls: {cache.calls} (one per distinct completion, shared by the {len(dims)} reward functions)")
+    s = cache.stats
+    ctx.log(f"judge: {s.calls} calls (one per distinct completion, shared by the {len(dims)} reward functions, "
+            f"up to {s.peak_in_flight} at once), {s.cache_hits} cache hits, {s.failures} failed after retries "
+            f"({s.unscored} completions left without a reward), {s.wall_s:.1f} s judging")
+    if watch.reason:
+        raise StageFailed(watch.reason)
     return trainer, callback
 
 
