@@ -8,47 +8,29 @@ from pathlib import Path
 from textual import on, work
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
-from textual.command import Hit, Hits, Provider
+from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerState
 
+from app.control import EtaUpdate, RunControl
 from app.messages import RunDelta, RunOpened
 from app.watch import RunModel
 from app.widgets.health import first_fire_notices
 from engine import config as config_mod
 from engine.runner import supervisor as sup
+from engine.runner.progress import eta_left
 from engine.runner.follow import Follower
 from engine.dims import equal_weights
 from engine.errors import UserError
+from engine.text import inert
 
 POLL_S = 0.2
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class PanelCommands(Provider):
-    """Command palette entries for the main actions."""
-
-    COMMANDS = [
-        ("Start a new run from the config", "new_run"), ("Resume the run", "resume_run"),
-        ("Cancel running stages", "cancel_all"), ("Edit the run's config", "edit_config"),
-        ("Go to pipeline", "switch_mode('pipeline')"), ("Go to training", "switch_mode('training')"),
-        ("Go to traces", "switch_mode('traces')"), ("Go to runs", "switch_mode('runs')"),
-        ("Go to eval", "switch_mode('eval')"), ("Go to commitment sweep", "switch_mode('commitment')"),
-        ("Help", "help"),
-    ]
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for title, action in self.COMMANDS:
-            score = matcher.match(title)
-            if score > 0:
-                yield Hit(score, matcher.highlight(title), lambda a=action: self.app.run_action(a), help=action)
-
-
-class AbaApp(App):
+class AbaApp(RunControl, App):
     TITLE = "aba-tui"
     SUB_TITLE = "Entropy-Joy pipeline"
     CSS_PATH = ROOT / "styles" / "app.tcss"
-    COMMANDS = App.COMMANDS | {PanelCommands}
     BINDINGS = [
         # Rooms: listed in the help screen and the palette, kept out of the footer so it stays short at 80 columns.
         Binding("f2", "switch_mode('pipeline')", "Pipeline", show=False),
@@ -57,9 +39,17 @@ class AbaApp(App):
         Binding("f5", "switch_mode('runs')", "Runs", show=False),
         Binding("f6", "switch_mode('eval')", "Eval", show=False),
         Binding("f7", "switch_mode('commitment')", "Commitment", show=False),
-        Binding("question_mark", "help", "Help (F2-F7 rooms)"),
-        Binding("q", "quit", "Quit"),
+        # Run control: one meaning on every screen; each asks first where it stops, replaces or doubles work.
+        Binding("n", "new_run", "new run", show=False),
+        Binding("s", "start_stage", "start stage"),
+        Binding("c", "cancel", "cancel", show=False),
+        Binding("r", "resume_run", "resume", show=False),
+        Binding("k", "skip", "skip", show=False),
+        Binding("e", "edit_config", "config", show=False),
+        Binding("question_mark,f1", "help", "help", key_display="?"),
+        Binding("q", "quit", "quit"),
     ]
+    CONTROL = frozenset({"new_run", "start_stage", "cancel", "resume_run", "skip", "edit_config", "help"})
 
     def __init__(self, runs_dir: Path, run_dir: Path | None = None, config_path: Path | None = None):
         from app.screens.commitment import CommitmentScreen
@@ -79,6 +69,7 @@ class AbaApp(App):
         self.model = RunModel()
         self.model.reset(run_dir)
         self.draft_stages = config_mod.load(config_path).run.stages if config_path else None
+        self.etas: dict[str, float | None] = {}  # seconds left per running stage, read by the poll thread
         self.latency: list[float] = []  # commit-to-screen delays seen, for the latency benchmark
         self._weights: tuple[Path | None, dict[str, float]] = (None, {})
 
@@ -107,6 +98,8 @@ class AbaApp(App):
             while not worker.is_cancelled:
                 delta = poller.poll()
                 self.post_message(RunDelta(delta))
+                running = [s for s in delta.stages if s.status == "running"]
+                self.post_message(EtaUpdate(run_dir, {s.name: eta_left(poller.store, s) for s in running}))
                 if not delta.more:
                     time.sleep(POLL_S)
         finally:
@@ -123,7 +116,9 @@ class AbaApp(App):
             if stage.status == "succeeded":
                 self.notify(f"{stage.name} succeeded", title="stage ended")
             elif stage.status in ("failed", "crashed"):
-                self.notify(f"{stage.name} {stage.status}: {stage.reason or ''}", title="stage ended", severity="error", timeout=10)
+                reason = inert(stage.reason or "", oneline=True)  # it may quote a model's output
+                self.notify(f"{stage.name} {stage.status}: {reason}", title="stage ended", severity="error", timeout=10,
+                            markup=False)
             elif stage.status == "cancelled":
                 self.notify(f"{stage.name} cancelled", severity="warning")
         fresh = [e for e in message.delta.events if e.time > time.time() - 60]  # not the old ones of a reattached run
@@ -135,6 +130,11 @@ class AbaApp(App):
             return
         if update:
             update(self.model)
+
+    @on(EtaUpdate)
+    def _apply_etas(self, message: EtaUpdate) -> None:
+        if message.run_dir == self.model.run_dir:
+            self.etas = message.etas
 
     @on(RunOpened)
     def _run_opened(self, message: RunOpened) -> None:
@@ -152,7 +152,8 @@ class AbaApp(App):
         """Every worker failure lands here, once (Harlequin's habit)."""
         if event.state == WorkerState.ERROR:
             err = event.worker.error
-            self.notify(str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}", severity="error", timeout=10)
+            text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+            self.notify(inert(text, oneline=True), severity="error", timeout=10, markup=False)
 
     def run_weights(self) -> dict[str, float]:
         """The open run's reward weights (for the weighted score of an edited trace), read once per run."""
@@ -165,59 +166,16 @@ class AbaApp(App):
 
     # -- actions (engine calls in threads; cancel waits out a grace period) ----------------
 
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """While a dialog is open, the run-control keys do nothing: a modal question blocks until it is answered."""
+        if action in self.CONTROL and isinstance(self.screen, ModalScreen):
+            return False
+        return True
+
     def action_help(self) -> None:
         from app.screens.help import HelpScreen
 
         self.push_screen(HelpScreen())
-
-    def action_new_run(self) -> None:
-        from app.screens.config import NewRunScreen
-
-        def chosen(choice) -> None:
-            if choice is not None:
-                self._start_new(choice)
-
-        self.push_screen(NewRunScreen(self.config_path, self.runs_dir), chosen)
-
-    @work(thread=True, group="actions", exit_on_error=False)
-    def _start_new(self, choice) -> None:
-        run_dir = sup.start(choice.config, self.runs_dir, name=choice.name, data_from=choice.data_from)
-        self.call_from_thread(self.open_run, run_dir)
-        data = f", data from {choice.data_from}" if choice.data_from else ""
-        self.call_from_thread(self.notify, f"run {run_dir.name} started from {choice.config}{data}")
-
-    @work(thread=True, group="actions", exit_on_error=False)
-    def start_stage(self, stage: str) -> None:
-        if self.model.run_dir is None:
-            raise UserError("no run open: press n to start one")
-        sup.start_stage(self.model.run_dir, stage)
-        self.call_from_thread(self.notify, f"{stage} started")
-
-    @work(thread=True, group="actions", exit_on_error=False)
-    def action_resume_run(self) -> None:
-        if self.model.run_dir is None:
-            raise UserError("no run open")
-        sup.resume(self.model.run_dir)
-        self.call_from_thread(self.notify, "resuming the stages that did not succeed")
-
-    @work(thread=True, group="actions", exit_on_error=False)
-    def cancel_run(self, stage: str | None = None) -> None:
-        if self.model.run_dir is None:
-            raise UserError("no run open")
-        running = {s.name for s in self.model.stages if s.status == "running"}
-        target = stage if stage in running else None
-        self.call_from_thread(self.notify, "asking the stage to save a checkpoint and stop...")
-        names = sup.cancel(self.model.run_dir, target)
-        self.call_from_thread(self.notify, f"cancelled: {', '.join(names) or 'nothing was running'}")
-
-    def action_cancel_all(self) -> None:
-        self.cancel_run(None)
-
-    @work(thread=True, group="actions", exit_on_error=False)
-    def skip_stage(self, stage: str) -> None:
-        if self.model.run_dir is None:
-            raise UserError("no run open")
-        sup.skip(self.model.run_dir, stage)
 
     def action_edit_config(self) -> None:
         from app.screens.config import ConfigScreen
@@ -233,7 +191,7 @@ class AbaApp(App):
         def saved(p: Path | None) -> None:
             if p is not None:
                 self._weights = (None, {})  # the reward weights may have changed
-                self.notify(f"saved {p}")
+                self.notify(f"saved {p}", markup=False)
 
         self.push_screen(ConfigScreen(path, note), saved)
 

@@ -1,4 +1,4 @@
-"""Text helpers shared by every wing: splitting a completion's <think> block from its answer."""
+"""Text helpers shared by every wing: splitting a completion's <think> block, and making untrusted text inert."""
 
 from __future__ import annotations
 
@@ -11,3 +11,42 @@ def split_think(text: str) -> tuple[str, str]:
     if "<think>" in text:
         return text.split("<think>", 1)[1].strip(), ""
     return "", text.strip()
+
+
+# -- untrusted text made inert --------------------------------------------------------------------
+# Model outputs, judge replies, prompts and logs may hold terminal control sequences. Drawn raw they recolour,
+# retitle or blank the terminal. Every control character becomes a visible placeholder instead (ESC as ␛, BEL
+# as ␇, ...), so a sequence shows as text (`␛[31m`) and does nothing. C1 controls (0x80-0x9f) are 8-bit forms of
+# ESC + a letter: 0x9b (CSI) is shown as `␛[`. Tabs are expanded; CRLF is an ordinary line end.
+
+_PICTURES = {i: chr(0x2400 + i) for i in range(0x20)}  # U+2400 block: ␀ ␁ ... ␛ ... ␟
+_PICTURES[0x7F] = "\u2421"  # ␡
+_PICTURES.update({i: "\u241b" + chr(i - 0x40) for i in range(0x80, 0xA0)})  # C1: ␛ and its 7-bit letter
+del _PICTURES[0x0A]  # newline stays a line break
+del _PICTURES[0x09]  # tabs are expanded below
+_TABLE = str.maketrans(_PICTURES)
+TAB = 4
+
+
+def inert(text: object, *, tab: int = TAB, oneline: bool = False) -> str:
+    """`text` with every C0/C1 control character shown as a visible placeholder and tabs expanded.
+
+    The result holds no character that a terminal acts on, only newlines (or, with oneline, not even those:
+    they show as ⏎). Markup stays literal as long as the caller draws it as plain text (rich `Text`, never markup).
+    """
+    s = "" if text is None else str(text)
+    if "\r\n" in s:
+        s = s.replace("\r\n", "\n")
+    s = s.translate(_TABLE)
+    if "\t" in s:
+        s = s.expandtabs(tab)
+    if oneline and "\n" in s:
+        s = s.replace("\n", "\u23ce")
+    return s
+
+
+def inert_text(text: object, style: str = "", *, oneline: bool = False):
+    """A rich Text of `inert(text)`: literal (no markup parsing), safe to draw."""
+    from rich.text import Text
+
+    return Text(inert(text, oneline=oneline), style=style)

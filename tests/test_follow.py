@@ -42,7 +42,7 @@ def test_run_and_tail_print_through_the_follower(tmp_path, runs_dir, busy_env, m
     tail = aba("tail", run_id, "--stage", "smoke", timeout=60)  # follows, and returns as the run is over
     assert tail.returncode == 0, tail.stderr
     assert "[smoke] info: busy from step 0" in tail.stdout
-    assert "\x1b" not in tail.stdout and "\\x1b[2J\\x1b]0;owned\\x07 here" in tail.stdout
+    assert "\x1b" not in tail.stdout and "model said ␛[2J␛]0;owned␇ here" in tail.stdout  # engine.text.inert
 
 
 def test_tail_while_running_waits_for_the_end(tmp_path, runs_dir, busy_env, monkeypatch):

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from app.screens.base import ReadingScreen
 from engine.store import RunStore
+from engine.text import inert
 
 
 def _heat(value: float | None, good_high: bool, lo: float, hi: float) -> str:
@@ -26,7 +27,7 @@ def _heat(value: float | None, good_high: bool, lo: float, hi: float) -> str:
 
 
 class CommitmentScreen(ReadingScreen):
-    BINDINGS = [Binding("f", "reload", "Refresh"), Binding("m", "cycle_metric", "Metric")]
+    BINDINGS = [Binding("f", "reload", "Refresh"), Binding("d", "cycle_metric", "metric")]
     METRICS = ("consistency", "perplexity", "distinct2", "repetition")
 
     @dataclass
@@ -83,13 +84,13 @@ class CommitmentScreen(ReadingScreen):
     def _show(self) -> None:
         table = self.query_one("#sweep", DataTable)
         table.clear(columns=True)
-        title = Text(f"commitment sweep: {self.metric} per cell (m: next metric; higher is better for consistency "
+        title = Text(f"commitment sweep: {self.metric} per cell (d: next metric; higher is better for consistency "
                      "and distinct-2, lower for perplexity and repetition)", style="bold")
         self.query_one("#sweep-title", Static).update(title)
         if self.app.model.run_dir is None:  # type: ignore[attr-defined]
             return
         if not self.cells:
-            self.query_one("#sweep-samples-text", Static).update(Text("no sweep yet: run the commitment stage", style="dim"))
+            self.query_one("#sweep-samples-text", Static).update(Text("no sweep yet: start the commitment stage with s", style="dim"))
             return
         lambdas = sorted({c["lambda"] for c in self.cells.values()}, reverse=True)
         layers = list(dict.fromkeys(c["layers"] for c in self.cells.values()))
@@ -119,7 +120,7 @@ class CommitmentScreen(ReadingScreen):
                        f"{cell['perplexity']:.2f}, distinct-2 {cell['distinct2']:.3f}, repetition {cell['repetition']:.3f}\n\n",
                        style="bold")
             for s in cell.get("samples", [])[:4]:
-                out.append(f"probe: {s['probe']}\n", style="dim")
-                out.append(f"first: {s['first']}\nfollow-up: {s['second']}\n", style="")
+                out.append(f"probe: {inert(s['probe'])}\n", style="dim")
+                out.append(f"first: {inert(s['first'])}\nfollow-up: {inert(s['second'])}\n", style="")
                 out.append(f"consistent: {s['consistent']}\n\n", style="dim")
         self.query_one("#sweep-samples-text", Static).update(out)

@@ -16,13 +16,13 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
 from app.screens.base import ReadingScreen
 from engine.store import RunStore
+from engine.text import inert
 
 
 class EvalScreen(ReadingScreen):
     BINDINGS = [
-        Binding("x", "export", "Run export"),
-        Binding("e", "evaluate", "Run eval"),
-        Binding("f", "reload", "Refresh"),
+        Binding("s", "app.start_stage('eval')", "start eval/export…"),  # the app's start key, eval picked
+        Binding("f", "reload", "refresh"),
     ]
 
     @dataclass
@@ -95,7 +95,7 @@ class EvalScreen(ReadingScreen):
         models = sorted({r["model"] for r in self.battery.values()})
         tests = list(dict.fromkeys(r["test"] for r in self.battery.values()))  # the battery's own order
         if not self.battery:
-            self.query_one("#eval-output-text", Static).update(Text("no battery results yet: run the eval stage (e)", style="dim"))
+            self.query_one("#eval-output-text", Static).update(Text("no battery results yet: run the eval stage (s)", style="dim"))
         grid.add_columns("test", *models)
         for test in tests:
             cells = []
@@ -110,7 +110,7 @@ class EvalScreen(ReadingScreen):
         text = Text("success checklist\n", style="bold")
         for item, r in checklist.items():
             text.append("  ✓ " if r["passed"] else "  ✗ ", style="green" if r["passed"] else "red")
-            text.append(f"{item}: {r['detail']}\n")
+            text.append(f"{item}: {inert(r['detail'])}\n")
         for a in message.exports:
             text.append(f"\n{a['kind']}: {a['path']}", style="dim")
         self.query_one("#checklist", Static).update(text)
@@ -124,12 +124,7 @@ class EvalScreen(ReadingScreen):
         r = self.battery.get(f"{model}/{test}")
         out = Text()
         if r:
-            out.append(f"{test} on {model}: {'pass' if r['passed'] else 'FAIL'}  ({r['detail']})\n\n", style="bold")
-            out.append(r["output"])  # model output, literally
+            out.append(f"{inert(test)} on {inert(model)}: {'pass' if r['passed'] else 'FAIL'}  ({inert(r['detail'])})\n\n",
+                       style="bold")
+            out.append(inert(r["output"]))  # model output: literal and inert
         self.query_one("#eval-output-text", Static).update(out)
-
-    def action_export(self) -> None:
-        self.app.start_stage("export")  # type: ignore[attr-defined]
-
-    def action_evaluate(self) -> None:
-        self.app.start_stage("eval")  # type: ignore[attr-defined]

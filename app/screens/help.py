@@ -13,35 +13,45 @@ HELP = """aba-tui: the control panel of the Entropy-Joy pipeline
 
 Everything on screen comes from the run database (runs/<RUN_ID>/run.db). Stages run in detached workers:
 quit with q and they keep going; `aba-tui RUN_ID` reattaches with the whole history.
+Text from models, judges and logs is shown inert: a control character appears as a symbol (ESC as ␛).
 
-Rooms (any time)
+Every screen (one meaning per key; each question names what will happen, y answers yes, n or Esc no)
   F2 pipeline    F3 training    F4 traces    F5 runs    F6 eval    F7 commitment
-  ?  this help   ctrl+p command palette    q quit (workers keep running)
+  n new run (asks first while a run is live)     s start any stage of the pipeline (asks before a re-run)
+  c cancel running and pending stages (asks)     r resume what did not succeed (asks)
+  k skip a stage (asks)    e view/edit the config    ? or F1 this help    ctrl+p every action    q quit
 
 Pipeline
-  n new run from the config    s start the selected stage    c cancel (checkpoint, then stop)
-  r resume what did not succeed    k skip the selected stage    e view/edit the config    o open another run
+  up/down choose a stage: s, c and k act on it
 
 Training
-  tab next training stage    s EMA smoothing    m one chart / small multiples
-  0 toggle the total reward    1-9 toggle each of the nine reward components
+  tab / shift+tab the run's training stages (the view follows the running one until you press tab)
+  t EMA trend    m one chart / small multiples    0 total reward on/off    1-9 each reward component on/off
   h the health strip (left/right: each rule, and why it is ok, warn or alarm)
-  c completions of the latest sampled step (or click the reward chart at a step)
+  l completions of the latest sampled step (or click the reward chart at a step)
     in there: [ ] previous / next sampled step, up/down a completion, esc close
 
 Traces
-  up/down move    [ ] choose the dimension    + / - change its score by 0.1    enter type a score
-  x reset to the judge's score    u undo the last edit    v reviewed on/off    n next unreviewed
-  o sort by the next column    O reverse the sort    / filters
+  up/down move    left/right scroll    [ ] choose the dimension    + / - change its score by 0.1
+  enter type a score    x back to the judge's score    u undo the last edit    v reviewed on/off
+  g next unreviewed    o sort by a column, or click its title (again: reverse)    O reverse    / filters
+  a agreement
+  tab the trace pane (End: the whole trace)    Esc back to the table
   Each edit is committed at once: quitting loses nothing. The judge's score is never overwritten.
 
 Runs
-  enter open    space mark two runs to compare; type stage/key (e.g. grpo/reward) under the table
+  enter open    space mark two runs to compare; type stage/key (e.g. grpo/reward) under the table    f refresh
+
+Eval
+  arrows choose a cell: its output below    s start eval or export    f refresh
+
+Commitment
+  arrows choose a cell: its samples below    d next metric    f refresh    s start the commitment stage
 """
 
 
 class HelpScreen(ModalScreen):
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close")]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):

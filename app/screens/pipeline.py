@@ -12,6 +12,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
 from app.watch import RunModel
+from engine.runner.progress import progress_cell
+from engine.text import inert
 from engine.stages.registry import STAGES
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "crashed": "bold red", "cancelled": "yellow",
@@ -25,15 +27,22 @@ def _duration(started: float | None, ended: float | None) -> str:
     return f"{secs // 60}m{secs % 60:02d}s" if secs >= 60 else f"{secs}s"
 
 
+def _reason(s) -> Text:
+    """Why a stage ended; while it runs, what it is doing (its progress label: e.g. building the demo model)."""
+    if s.status == "running" and s.progress_label:
+        return Text(inert(s.progress_label, oneline=True), style="dim")
+    return Text(inert(s.reason or "", oneline=True))
+
+
 class PipelineScreen(Screen):
+    # The run-control keys (n s c r k e) are the app's, the same on every screen; here they act on the selected row.
     BINDINGS = [
-        Binding("n", "app.new_run", "New run"),
-        Binding("s", "start_stage", "Start stage"),
-        Binding("c", "cancel_stage", "Cancel"),
-        Binding("r", "app.resume_run", "Resume"),
-        Binding("k", "skip_stage", "Skip"),
-        Binding("e", "app.edit_config", "Config"),
-        Binding("o", "app.switch_mode('runs')", "Open run"),
+        Binding("n", "app.new_run", "new run"),
+        Binding("s", "app.start_stage", "start…"),
+        Binding("c", "app.cancel", "cancel…"),
+        Binding("r", "app.resume_run", "resume…"),
+        Binding("k", "app.skip", "skip…"),
+        Binding("e", "app.edit_config", "config"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -61,12 +70,14 @@ class PipelineScreen(Screen):
         return str(table.get_row_at(table.cursor_row)[0])
 
     def update_from(self, model: RunModel) -> None:
+        if not self.query("#run-title"):
+            return  # a poll that landed before the screen was composed
         app = self.app
         title = self.query_one("#run-title", Static)
         if model.run_dir is None:
             cfg = getattr(app, "config_path", None)
             title.update(Text(f"No run open. Press n to start a new run from {cfg}" if cfg else
-                              "No run open. Press o to open one, or n to start one from a config file.", style="bold"))
+                              "No run open. Press F5 to open one, or n to start one from a config file.", style="bold"))
         else:
             running = [s.name for s in model.stages if s.status == "running"]
             state = f"running {', '.join(running)}" if running else "idle"
@@ -83,12 +94,11 @@ class PipelineScreen(Screen):
             for s in rows:
                 if not s.selected and s.status == "pending" and s.attempts == 0:
                     continue
-                prog = ""
-                if s.progress is not None:
-                    prog = f"{s.progress:g}/{s.progress_total:g}" if s.progress_total else f"{s.progress:g}"
+                prog = progress_cell(s.status, s.progress, s.progress_total, getattr(app, "etas", {}).get(s.name))
                 table.add_row(
                     s.name, Text(s.status, style=STATUS_STYLE.get(s.status, "")), str(s.attempts),
-                    _duration(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), Text(s.reason or ""), key=s.name,
+                    _duration(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), _reason(s),
+                    key=s.name,
                 )
         else:
             for name in getattr(app, "draft_stages", None) or STAGES:
@@ -101,19 +111,6 @@ class PipelineScreen(Screen):
             self._shown_run, self._last_log = model.run_dir, 0
         for row in model.logs:
             if row.id > self._last_log:
-                log.write(Text(f"[{row.stage}] {row.message}", style="red" if row.level == "error" else ""))
+                log.write(Text(f"[{row.stage}] {inert(row.message)}", style="red" if row.level == "error" else ""))
         if model.logs:
             self._last_log = max(self._last_log, model.logs[-1].id)
-
-    def action_start_stage(self) -> None:
-        stage = self.selected_stage()
-        if stage:
-            self.app.start_stage(stage)  # type: ignore[attr-defined]
-
-    def action_cancel_stage(self) -> None:
-        self.app.cancel_run(self.selected_stage())  # type: ignore[attr-defined]
-
-    def action_skip_stage(self) -> None:
-        stage = self.selected_stage()
-        if stage:
-            self.app.skip_stage(stage)  # type: ignore[attr-defined]

@@ -1,66 +1,48 @@
-"""Trace review: a paged table over every trace, filters and sorting, the trace in full, and score edits."""
+"""Trace review: a paged table over every trace, filters and sorting, the trace in full, and score edits.
+
+Every read of the run database runs in a thread worker that hands back a message; edits go through one writer
+thread, in the order they were made. The UI thread only draws.
+"""
 
 from __future__ import annotations
 
-from rich.table import Table
+from concurrent.futures import ThreadPoolExecutor
+
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Checkbox, Footer, Header, Input, Select, Static
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
 
-from app.widgets.trace_table import COLUMNS, TraceTable, header_text
-from engine.dims import DIMENSIONS, SHORT, TIERS
+from app.screens.trace_agreement import AgreementPane
+from app.screens.trace_detail import DetailScroll, EditDone, IdsLoaded, TraceLoaded, TraceView, make_view, scores_table
+from app.screens.trace_dialogs import Filters, FilterScreen, ScoreInput, SortPicker
+from app.widgets.trace_table import TraceTable, legend, sort_label
+from engine.dims import DIMENSIONS, SHORT
 from engine.errors import UserError
-from engine.reporting.agreement import judge_agreement
-from engine.store import RunStore, StoreError
-
-SORT_KEYS = [key for key, _, _ in COLUMNS]
+from engine.store import RunStore
+from engine.text import inert
 
 
-class ScoreInput(ModalScreen[float | None]):
-    """Ask for an exact score in 0..1."""
-
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]
-
-    def __init__(self, dim: str, current: float | None) -> None:
-        super().__init__()
-        self.dim, self.current = dim, current
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="score-dialog"):
-            yield Static(Text(f"New score for {self.dim} (0..1), Enter to save, Esc to cancel"))
-            yield Input(value="" if self.current is None else f"{self.current:.2f}", id="score-value")
-            yield Static(id="score-error")
-
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        try:
-            value = float(event.value)
-        except ValueError:
-            self.query_one("#score-error", Static).update(Text(f"not a number: {event.value!r}", style="red"))
-            return
-        if not 0.0 <= value <= 1.0:
-            self.query_one("#score-error", Static).update(Text("a score must be within 0..1", style="red"))
-            return
-        self.dismiss(value)
-
-
-class TracesScreen(Screen):
+class TracesScreen(AgreementPane, Screen):
     BINDINGS = [
-        Binding("left_square_bracket", "dim(-1)", "Prev dim", show=False),
-        Binding("right_square_bracket", "dim(1)", "[ ] dim"),
-        Binding("plus,equals_sign", "nudge(0.1)", "+/- 0.1"),
-        Binding("minus", "nudge(-0.1)", "-0.1", show=False),
-        Binding("enter", "set_score", "Set"),
-        Binding("x", "reset_score", "Reset"),
-        Binding("u", "undo", "Undo"),
-        Binding("v", "toggle_reviewed", "Reviewed"),
-        Binding("n", "next_unreviewed", "Next unreviewed", show=False),
-        Binding("o", "cycle_sort", "Sort"),
-        Binding("O", "reverse_sort", "Reverse", show=False),
-        Binding("slash", "focus_filters", "Filter", show=False),
+        Binding("escape", "focus_table", "Table", show=False),
+        Binding("left_square_bracket", "dim(-1)", "prev dim", show=False),
+        Binding("right_square_bracket", "dim(1)", "dim", key_display="[ ]"),
+        Binding("plus,equals_sign", "nudge(0.1)", "score ±0.1", key_display="+/-"),
+        Binding("minus", "nudge(-0.1)", "score -0.1", show=False),
+        Binding("enter", "set_score", "type score"),
+        Binding("x", "reset_score", "judge's score"),
+        Binding("u", "undo", "undo"),
+        Binding("v", "toggle_reviewed", "reviewed"),
+        Binding("g", "next_unreviewed", "next unreviewed", show=False),
+        Binding("o", "pick_sort", "sort"),
+        Binding("O", "reverse_sort", "reverse sort", show=False),
+        Binding("slash", "filters", "filter"),
+        Binding("a", "toggle_agreement", "agreement", show=False),
+        Binding("end", "detail_end", "whole trace", show=False),
     ]
 
     def __init__(self) -> None:
@@ -69,176 +51,237 @@ class TracesScreen(Screen):
         self.dim_index = 0
         self.sort = "id"
         self.descending = False
+        self.filters = Filters()
+        self.categories: list[str] = []
+        self.view: TraceView | None = None
+        self._shown_chunks = 0
         self._run = None
         self._last_total = -1
+        self._generation = 0
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trace-edits")  # edits stay in order
+        self._agreement: dict[str, dict] = {}
+        self._agreement_dims: set[str] = set()
+        self._agreement_timer = None
+        self._count_text = ""
 
     def compose(self) -> ComposeResult:
         yield Header()
-        with Horizontal(id="trace-filters"):
-            yield Select([], prompt="category", id="f-category")
-            yield Select([(t, t) for t in TIERS], prompt="tier", id="f-tier")
-            yield Input(placeholder="min score", id="f-min", restrict=r"[0-9.]*")
-            yield Input(placeholder="max score", id="f-max", restrict=r"[0-9.]*")
-            yield Checkbox("unreviewed", id="f-unreviewed")
-            yield Checkbox("judge failed", id="f-failed")
+        yield Static(id="trace-filterbar")
         with Horizontal():
             with Vertical(id="trace-left"):
-                yield Static(id="trace-header")
+                yield Static(Text(legend(), style="dim"), id="trace-legend")
                 yield TraceTable(id="trace-table")
                 yield Static(id="trace-count")
-            with VerticalScroll(id="trace-detail"):
-                yield Static(id="trace-scores")
-                yield Static(id="trace-body")
                 yield Static(id="agreement")
+            with DetailScroll(id="trace-detail"):
+                yield Static(id="trace-scores")
+                yield Vertical(id="trace-body")
+                yield Static(id="trace-more")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#agreement").display = False
         self.open_store()
+
+    def on_unmount(self) -> None:
+        self._writer.shutdown(wait=False)
 
     def on_screen_resume(self) -> None:
         if self._run != self.app.model.run_dir:  # type: ignore[attr-defined]
             self.open_store()
 
     def open_store(self) -> None:
+        """Another run: its database is opened in a worker too (opening may migrate the schema)."""
         run_dir = self.app.model.run_dir  # type: ignore[attr-defined]
         self._run = run_dir
         if self.store is not None:
             self.store.close()
-        self.store = RunStore(run_dir / "run.db") if run_dir else None
-        cats = self.store.trace_categories() if self.store else []
-        self.query_one("#f-category", Select).set_options([(c, c) for c in cats])
-        self.reload()
+        self.store = None
         self.query_one(TraceTable).focus()
+        if run_dir is None:
+            self._store_opened(None, None)
+        else:
+            self._open(run_dir)
+
+    @work(thread=True, exclusive=True, group="trace-open", exit_on_error=False)
+    def _open(self, run_dir) -> None:
+        store = RunStore(run_dir / "run.db")
+        self.app.call_from_thread(self._store_opened, run_dir, store)
+
+    def _store_opened(self, run_dir, store: RunStore | None) -> None:
+        if run_dir != self._run:  # another run was opened meanwhile
+            if store is not None:
+                store.close()
+            return
+        self.store = store
+        self._agreement = {}
+        self.reload()
+        self.refresh_agreement(None)
 
     def update_from(self, model) -> None:
-        """New traces arrived (datagen or judge running): reload, keeping the cursor where it was."""
-        if self.store is None or model.version % 8:
-            return
-        total = self.store.trace_count()
-        if total != self._last_total:
-            self._last_total = total
+        """New traces may have arrived (datagen or judge running): count them in a worker, reload on change."""
+        if self.store is not None and not model.version % 8:
+            self._count(self.store)
+
+    @work(thread=True, exclusive=True, group="trace-count", exit_on_error=False)
+    def _count(self, store: RunStore) -> None:
+        total = store.trace_count()
+        self.app.call_from_thread(self._counted, store, total)
+
+    def _counted(self, store: RunStore, total: int) -> None:
+        if store is self.store and total != self._last_total:
             self.reload()
 
     @property
     def weights(self) -> dict[str, float]:
         return self.app.run_weights()  # type: ignore[attr-defined]
 
-    def _filters(self) -> dict:
-        def num(id_: str) -> float | None:
-            text = self.query_one(id_, Input).value.strip()
-            try:
-                return float(text) if text else None
-            except ValueError:
-                return None
-
-        cat = self.query_one("#f-category", Select).value
-        tier = self.query_one("#f-tier", Select).value
-        return {
-            "category": cat if isinstance(cat, str) else None, "tier": tier if isinstance(tier, str) else None,
-            "min_score": num("#f-min"), "max_score": num("#f-max"),
-            "unreviewed": self.query_one("#f-unreviewed", Checkbox).value,
-            "failed": self.query_one("#f-failed", Checkbox).value,
-        }
+    # -- the id list: read in a worker ----------------------------------------------------------------
 
     def reload(self, keep: int | None = None) -> None:
         table = self.query_one(TraceTable)
-        self.query_one("#trace-header", Static).update(Text(header_text(self.sort, self.descending), style="bold"))
+        table.sort, table.descending = self.sort, self.descending
+        self.query_one("#trace-filterbar", Static).update(
+            Text(f"{sort_label(self.sort, self.descending)}   filters: {self.filters.describe()}   (o sort, / filter)",
+                 style="dim"))
         if self.store is None:
             table.load(None, [])
             self.query_one("#trace-count", Static).update(Text("no run open", style="dim"))
             return
-        ids = self.store.filtered_trace_ids(**self._filters(), sort=self.sort, descending=self.descending)
-        table.load(self.store, ids, keep=keep if keep is not None else table.current_id)
-        total = self.store.trace_count()
-        self.query_one("#trace-count", Static).update(Text(f"{len(ids)} of {total} traces", style="dim"))
-        self.show_agreement()
+        self._generation += 1
+        self._read_ids(self.store, self._generation, self.filters, self.sort, self.descending,
+                       keep if keep is not None else table.current_id)
 
-    @on(Select.Changed)
-    @on(Checkbox.Changed)
-    @on(Input.Changed, "#f-min, #f-max")
-    def _filter_changed(self) -> None:
-        self.reload()
+    @work(thread=True, exclusive=True, group="trace-ids", exit_on_error=False)
+    def _read_ids(self, store: RunStore, generation: int, filters: Filters, sort: str, descending: bool,
+                  keep: int | None) -> None:
+        ids = store.filtered_trace_ids(**filters.as_kwargs(), sort=sort, descending=descending)
+        self.post_message(IdsLoaded(generation, ids, store.trace_count(), store.trace_categories(), keep))
+
+    def on_ids_loaded(self, message: IdsLoaded) -> None:
+        if message.generation != self._generation:
+            return
+        self._last_total = message.total
+        self.categories = message.categories
+        self.query_one(TraceTable).load(self.store, message.ids, keep=message.keep)
+        self._count_text = f"{len(message.ids)} of {message.total} traces"
+        self._draw_count()
+
+    def _draw_count(self) -> None:
+        d = DIMENSIONS[self.dim_index]
+        self.query_one("#trace-count", Static).update(
+            Text(f"{self._count_text}  ·  editing {SHORT[d]} ({d})  ·  a: agreement", style="dim"))
+
+    # -- the trace in the right pane: read and made inert in a worker, drawn a chunk at a time --------
 
     def on_trace_table_highlighted(self, message: TraceTable.Highlighted) -> None:
         self.show_trace(message.trace_id)
 
-    # -- detail -------------------------------------------------------------------------------
-
     def show_trace(self, trace_id: int | None) -> None:
-        scores = self.query_one("#trace-scores", Static)
-        body = self.query_one("#trace-body", Static)
         if trace_id is None or self.store is None:
-            scores.update(Text("no trace selected", style="dim"))
-            body.update("")
+            self.view = None
+            self.query_one("#trace-scores", Static).update(Text("no trace selected", style="dim"))
+            self._draw_body()
             return
-        t = self.store.trace(trace_id)
-        table = Table("", "dimension", "judge", "human", "eff", box=None, padding=(0, 1), title=self._title(t))
-        for i, d in enumerate(DIMENSIONS):
-            judge = t["judge"][d] if t["judge"] else None
-            human = t["human"].get(d)
-            eff = human if human is not None else judge
-            table.add_row("▶" if i == self.dim_index else "", d, _n(judge), _n(human),
-                          Text(_n(eff), style="bold" if human is not None else ""),
-                          style="reverse" if i == self.dim_index else None)
-        scores.update(table)
-        text = Text()
-        if t["offline"]:
-            text.append("OFFLINE trace (shipped example or composed), not a model's output\n\n", style="yellow")
-        for turn in t["turns"]:  # every turn, literally: never parsed as markup
-            text.append(f"{turn['role']}: ", style="bold")
-            text.append(turn["content"] + "\n")
-        text.append("\nreasoning\n", style="bold underline")
-        text.append((t["reasoning"] or "(none)") + "\n")
-        text.append("\nanswer\n", style="bold underline")
-        text.append((t["answer"] or "") + "\n")
-        if t["judge_failed"]:
-            text.append("\njudge failed; raw reply kept:\n", style="bold red")
-            text.append(t["judge_raw"] or "(no reply)")
-        body.update(text)
+        self._read_trace(self.store, trace_id)
 
-    def _title(self, t: dict) -> Text:
-        flags = ["reviewed" if t["reviewed"] else "unreviewed"]
-        if t["judge_rescaled"]:
-            flags.append("judge rescaled")
-        w = "n/a" if t["weighted"] is None else f"{t['weighted']:.3f}"
-        return Text(f"trace {t['id']}  {t['category']}/{t['tier']}  weighted {w}  ({', '.join(flags)})")
+    @work(thread=True, exclusive=True, group="trace-detail", exit_on_error=False)
+    def _read_trace(self, store: RunStore, trace_id: int) -> None:
+        self.post_message(TraceLoaded(make_view(store.trace(trace_id))))
 
-    def show_agreement(self) -> None:
-        if self.store is None:
+    def on_trace_loaded(self, message: TraceLoaded) -> None:
+        if message.view.trace["id"] != self.query_one(TraceTable).current_id:
+            return  # a read for a row the cursor has already left
+        same = self.view is not None and self.view.trace["id"] == message.view.trace["id"]
+        self.view = message.view
+        self._draw_scores()
+        if not same:  # an edit re-reads the trace: its text did not change, keep the reader's place
+            self._draw_body()
+
+    def _draw_scores(self) -> None:
+        if self.view is not None:
+            self.query_one("#trace-scores", Static).update(scores_table(self.view.trace, self.dim_index))
+
+    def _draw_body(self) -> None:
+        body = self.query_one("#trace-body", Vertical)
+        body.remove_children()
+        self._shown_chunks = 0
+        self.query_one("#trace-detail", DetailScroll).scroll_home(animate=False)
+        self._more_chunks(1)
+
+    def _more_chunks(self, n: int) -> None:
+        view = self.view
+        more = self.query_one("#trace-more", Static)
+        if view is None:
+            more.update("")
             return
-        rows = judge_agreement(self.store)
-        table = Table("dim", "n", "MAE", "Spearman", "Kendall", "alpha", box=None, title="judge vs human", padding=(0, 1))
-        for d, r in rows.items():
-            table.add_row(SHORT[d], str(r["n"]), _n(r["mae"]), _n(r["spearman"]), _n(r["kendall_tau"]), _n(r["alpha"]))
-        self.query_one("#agreement", Static).update(table)
+        new = view.chunks[self._shown_chunks : self._shown_chunks + n]
+        if new:
+            self.query_one("#trace-body", Vertical).mount_all([Static(chunk, classes="trace-chunk") for chunk in new])
+            self._shown_chunks += len(new)
+        left = len(view.chunks) - self._shown_chunks
+        more.update(Text(f"… {left} more part(s) of {view.lines} lines: scroll on, or End for all", style="dim")
+                    if left else "")
 
-    # -- edits: each one committed at once ------------------------------------------------------
+    @on(DetailScroll.NearEnd)
+    def _near_end(self) -> None:
+        if self.view is not None and self._shown_chunks < len(self.view.chunks):
+            self._more_chunks(1)
+
+    def action_detail_end(self) -> None:
+        if self.view is not None:
+            self._more_chunks(len(self.view.chunks))
+            self.query_one("#trace-detail", DetailScroll).scroll_end(animate=False)
+
+    # -- edits: one writer thread, in order; the row is re-sorted and the trace re-read after each ------
+
+    def _edit(self, trace_id: int, dim: str, job, note=None) -> None:
+        def run() -> None:
+            try:
+                result = job()
+            except UserError as err:
+                self.post_message(EditDone(trace_id, dim, None, str(err)))
+                return
+            self.post_message(EditDone(trace_id, dim, note(result) if note else None))
+
+        self._writer.submit(run)
+
+    def on_edit_done(self, message: EditDone) -> None:
+        if message.error:
+            self.notify(inert(message.error, oneline=True), severity="error", markup=False)
+            return
+        if message.note:
+            self.notify(message.note, markup=False)
+        self.query_one(TraceTable).invalidate(message.trace_id)
+        self.reload(keep=message.trace_id)  # the edited row moves to its place in the sort order; re-read follows
+        self.refresh_agreement(message.dim)
 
     def _current(self) -> dict | None:
         tid = self.query_one(TraceTable).current_id
-        return self.store.trace(tid) if tid is not None and self.store else None
+        return self.view.trace if self.view is not None and self.view.trace["id"] == tid else None
 
-    def _apply(self, trace_id: int, value: float | None) -> None:
-        dim = DIMENSIONS[self.dim_index]
-        try:
-            self.store.edit_score(trace_id, dim, value, self.weights)  # type: ignore[union-attr]
-        except (StoreError, UserError) as err:
-            self.notify(str(err), severity="error")
+    def _set(self, t: dict, value: float | None) -> None:
+        dim, store, weights = DIMENSIONS[self.dim_index], self.store, self.weights
+        if store is None:
             return
-        self.query_one(TraceTable).invalidate(trace_id)
-        self.show_trace(trace_id)
-        self.show_agreement()
+        if value is not None:  # shown at once; the writer commits it
+            t["human"][dim] = value
+            if t["effective"] is not None:
+                t["effective"][dim] = value
+            self._draw_scores()
+        self._edit(t["id"], dim, lambda: store.edit_score(t["id"], dim, value, weights))
 
     def action_dim(self, delta: int) -> None:
         self.dim_index = (self.dim_index + delta) % len(DIMENSIONS)
-        self.show_trace(self.query_one(TraceTable).current_id)
+        self._draw_scores()
+        self._draw_count()
 
     def action_nudge(self, delta: float) -> None:
         t = self._current()
         if not t or t["effective"] is None:
             return
         dim = DIMENSIONS[self.dim_index]
-        self._apply(t["id"], round(min(1.0, max(0.0, t["effective"][dim] + delta)), 4))
+        self._set(t, round(min(1.0, max(0.0, t["effective"][dim] + delta)), 4))
 
     def action_set_score(self) -> None:
         t = self._current()
@@ -249,59 +292,85 @@ class TracesScreen(Screen):
 
         def done(value: float | None) -> None:
             if value is not None:
-                self._apply(t["id"], value)
+                self._set(t, value)
 
         self.app.push_screen(ScoreInput(dim, current), done)
 
     def action_reset_score(self) -> None:
         t = self._current()
         if t and DIMENSIONS[self.dim_index] in t["human"]:
-            self._apply(t["id"], None)
+            self._set(t, None)
 
     def action_undo(self) -> None:
-        t = self._current()
-        if not t or self.store is None:
+        t, store, weights = self._current(), self.store, self.weights
+        if not t or store is None:
             return
-        undone = self.store.undo_edit(t["id"], self.weights)
-        if undone is None:
-            self.notify("nothing to undo on this trace")
-            return
-        self.notify(f"undid {undone['dim']}: {_n(undone['new'])} -> {_n(undone['old'])}")
-        self.query_one(TraceTable).invalidate(t["id"])
-        self.show_trace(t["id"])
-        self.show_agreement()
+        judge = dict(t["judge"] or {})
+
+        def say(undone: dict | None) -> str:
+            if undone is None:
+                return f"trace {t['id']}: nothing to undo"
+            d = undone["dim"]
+
+            def val(v: float | None) -> str:
+                return f"{v:.2f}" if v is not None else f"{judge[d]:.2f} (the judge's)" if judge.get(d) is not None else "none"
+
+            return f"undid {SHORT[d]} ({d}) on trace {t['id']}: {val(undone['new'])} -> {val(undone['old'])}"
+
+        self._edit(t["id"], DIMENSIONS[self.dim_index], lambda: store.undo_edit(t["id"], weights), say)
 
     def action_toggle_reviewed(self) -> None:
-        t = self._current()
-        if t and self.store:
-            self.store.set_reviewed(t["id"], not t["reviewed"])
-            self.query_one(TraceTable).invalidate(t["id"])
-            self.show_trace(t["id"])
+        t, store = self._current(), self.store
+        if t and store:
+            self._edit(t["id"], DIMENSIONS[self.dim_index], lambda: store.set_reviewed(t["id"], not t["reviewed"]))
 
     def action_next_unreviewed(self) -> None:
-        table = self.query_one(TraceTable)
-        if self.store is None or not table.ids:
-            return
-        unreviewed = set(self.store.filtered_trace_ids(unreviewed=True))
-        order = table.ids[table.cursor + 1 :] + table.ids[: table.cursor + 1]
-        nxt = next((i for i in order if i in unreviewed), None)
-        if nxt is None:
-            self.notify("every trace in view is reviewed")
-        else:
-            table.cursor = table.ids.index(nxt)
+        if self.store is not None:
+            table = self.query_one(TraceTable)
+            self._find_unreviewed(self.store, list(table.ids), table.cursor)
 
-    def action_cycle_sort(self) -> None:
-        self.sort = SORT_KEYS[(SORT_KEYS.index(self.sort) + 1) % len(SORT_KEYS)]
+    @work(thread=True, exclusive=True, group="trace-find", exit_on_error=False)
+    def _find_unreviewed(self, store: RunStore, ids: list[int], cursor: int) -> None:
+        unreviewed = set(store.filtered_trace_ids(unreviewed=True))
+        order = ids[cursor + 1 :] + ids[: cursor + 1]
+        nxt = next((i for i in order if i in unreviewed), None)
+        self.app.call_from_thread(self._go_to, nxt)
+
+    def _go_to(self, trace_id: int | None) -> None:
+        table = self.query_one(TraceTable)
+        if trace_id is None:
+            self.notify("every trace in view is reviewed")
+        elif trace_id in table.ids:
+            table.cursor = table.ids.index(trace_id)
+
+    # -- sorting and filtering -------------------------------------------------------------------------
+
+    def _sort_by(self, key: str | None) -> None:
+        if key is None:
+            return
+        if key == self.sort:
+            self.descending = not self.descending
+        else:
+            self.sort, self.descending = key, key not in ("id", "category", "tier")  # scores: best first
         self.reload()
+
+    def action_pick_sort(self) -> None:
+        self.app.push_screen(SortPicker(self.sort), self._sort_by)
+
+    def on_trace_table_header_clicked(self, message: TraceTable.HeaderClicked) -> None:
+        self._sort_by(message.key)
 
     def action_reverse_sort(self) -> None:
         self.descending = not self.descending
         self.reload()
 
-    def action_focus_filters(self) -> None:
-        self.query_one("#f-category", Select).focus()
+    def action_filters(self) -> None:
+        def chosen(f: Filters | None) -> None:
+            if f is not None:
+                self.filters = f
+                self.reload()
 
+        self.app.push_screen(FilterScreen(self.filters, self.categories), chosen)
 
-def _n(v: float | None) -> str:
-    return "" if v is None else f"{v:.2f}"
-
+    def action_focus_table(self) -> None:
+        self.query_one(TraceTable).focus()

@@ -1,8 +1,15 @@
-"""Live training: loss, GRPO reward and its nine components, KL, lengths, LR, tokens/s, VRAM, log, samples."""
+"""Live training: loss, GRPO reward and its nine components, KL, lengths, LR, tokens/s, VRAM (or RAM/CPU), log, samples.
+
+Layout slots other rooms fill: `#training-charts` holds the reward chart, the small multiples and the small grid
+(extra charts go in `SMALL` or their own grid there); `#training-side` holds the device panel, samples and log.
+"""
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
@@ -10,36 +17,46 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, RichLog, Static
 
 from app.watch import RunModel
+from app.widgets.quiet import update_if_changed
 from app.widgets.chart import PALETTE, Line, LineChart
 from app.widgets.health import DoctorCharts, HealthStrip, step_at
-from app.widgets.vram import VramPanel
+from app.widgets.vram import HostSample, VramPanel, sample_host
 from engine.dims import DIMENSIONS, SHORT
+from engine.runner.progress import progress_cell
 from engine.stages.registry import TRAINING_STAGES
+from engine.text import inert
 
 SMALL = [("loss", "loss"), ("kl", "KL"), ("completions/mean_length", "completion length"),
          ("learning_rate", "learning rate"), ("tokens_per_s", "tokens/s"), ("grad_norm", "grad norm")]
+HOST_SAMPLE_S = 1.0
+CHART_EVERY_S = 0.25  # live charts at 4 Hz: a poll (0.2 s) plus this stays under the 500 ms commit-to-screen target
 
 
 class TrainingScreen(Screen):
     BINDINGS = [
-        Binding("tab", "next_stage", "Stage"),
-        Binding("m", "toggle_multiples", "One chart/multiples"),
-        Binding("s", "toggle_smooth", "EMA"),
-        Binding("0", "toggle_total", "Total", show=False),
-        Binding("c", "completions", "Completions"),
-        Binding("h", "focus_health", "Health", show=False),
-        *[Binding(str(i + 1), f"toggle_dim({i})", SHORT[d], show=False) for i, d in enumerate(DIMENSIONS)],
+        Binding("tab", "next_stage(1)", "next stage", priority=True),
+        Binding("shift+tab", "next_stage(-1)", "prev stage", show=False, priority=True),
+        Binding("m", "toggle_multiples", "one chart/multiples"),
+        Binding("t", "toggle_smooth", "EMA trend"),
+        Binding("0", "toggle_total", "total", show=False),
+        *[Binding(str(i + 1), f"toggle_dim({i})", f"toggle {SHORT[d]}", show=False) for i, d in enumerate(DIMENSIONS)],
+        Binding("l", "completions", "completions"),
+        Binding("h", "focus_health", "health", show=False),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.stage = "grpo"
+        self.follow = True  # the view follows the running training stage until the user picks one with Tab
         self.smooth = False
         self.multiples = False
         self.show_total = True
         self.shown_dims = set(range(len(DIMENSIONS)))
         self._seen_version = -1
         self._last_log = 0
+        self._last_running: str | None = None
+        self._charts_at = 0.0
+        self._catch_up = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -55,47 +72,107 @@ class TrainingScreen(Screen):
             with Vertical(id="training-side"):
                 yield VramPanel(id="vram")
                 yield Static(id="samples")
-                yield RichLog(id="training-log", markup=False, wrap=True, max_lines=300)
+                yield RichLog(id="training-log", markup=False, wrap=True, max_lines=300, min_width=20)  # wrap to the pane
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#dim-grid").display = False
         self.query_one("#chart-judge").display = False
-        self.update_from(self.app.model)  # type: ignore[attr-defined]
+        self.update_from(self.app.model, force=True)  # type: ignore[attr-defined]
+        self.set_interval(HOST_SAMPLE_S, self._sample)
+        self._sample()  # the first figures at once, not a second later
 
     def on_screen_resume(self) -> None:
-        self._seen_version = -1
-        self.update_from(self.app.model)  # type: ignore[attr-defined]
+        self.update_from(self.app.model, force=True)  # type: ignore[attr-defined]
+
+    # -- which stage: those of the run that train; the running one unless the user chose -----------
+
+    def run_stages(self, model: RunModel) -> list[str]:
+        """The training stages of this run: selected, or started at least once."""
+        names = [s.name for s in model.stages if s.name in TRAINING_STAGES and (s.selected or s.attempts)]
+        return names or ([self.stage] if model.run_dir is None else [])
 
     def _pick_stage(self, model: RunModel) -> None:
-        running = [s.name for s in model.stages if s.status == "running" and s.name in TRAINING_STAGES]
-        if running and running[0] != self.stage and self._seen_version < 0:
-            self.stage = running[0]
+        running = next((s.name for s in model.stages if s.status == "running" and s.name in TRAINING_STAGES), None)
+        if running is not None and running != self._last_running:
+            self.follow = True  # a new training stage started: show it
+        self._last_running = running
+        stages = self.run_stages(model)
+        target = running if self.follow and running else self.stage
+        if stages and target not in stages:
+            target = stages[0]
+        if target != self.stage:
+            self._switch(target)
 
-    def _line(self, model: RunModel, key: str, label: str, color: str) -> Line | None:
+    def _switch(self, stage: str) -> None:
+        self.stage = stage
+        self.query_one("#training-log", RichLog).clear()
+        self._last_log = 0
+        self.query_one(VramPanel).reset()
+
+    # -- drawing ------------------------------------------------------------------------------------
+
+    def _line(self, model: RunModel, key: str, label: str, color: str, bold: bool = False) -> Line | None:
         s = model.get(self.stage, key)
         if s is None or not s.n:
             return None
         steps, values = s.view(self.smooth)
-        return Line(label, steps, values, color)
+        return Line(label, steps, values, color, bold)
 
-    def update_from(self, model: RunModel) -> None:
-        if model.version == self._seen_version:
-            return
+    def _title(self, model: RunModel) -> Text:
+        row = model.stage(self.stage)
+        stages = self.run_stages(model)
+        title = Text()
+        if not stages:
+            return Text("no training stage in this run (start one with s)", style="dim")
+        for name in stages:
+            style = "bold reverse" if name == self.stage else "dim"
+            title.append(f" {name} ", style=style)
+            title.append(" ")
+        title.append("  ")
+        if row is None:
+            title.append("not started", style="dim")
+        else:
+            eta = getattr(self.app, "etas", {}).get(self.stage)
+            title.append(f"{row.status} ", style="bold")
+            title.append(progress_cell(row.status, row.progress, row.progress_total, eta))
+        title.append("   following the running stage" if self.follow else "   pinned (tab: next stage)", style="dim")
+        title.append(f"   t: EMA {'on' if self.smooth else 'off'}   m: {'multiples' if self.multiples else 'one chart'}"
+                     "   0-9: total/components", style="dim")
+        return title
+
+    def update_from(self, model: RunModel, force: bool = False) -> None:
+        """A poll brought rows: title and log at once; charts at most every CHART_EVERY_S, so that keys stay quick
+        while metrics pour in (a key redraws at once, with force)."""
+        if (model.version == self._seen_version and not force) or not self.query("#training-title"):
+            return  # nothing new, or a poll that landed before the screen was composed
         self._pick_stage(model)
         self._seen_version = model.version
-        row = model.stage(self.stage)
-        status = row.status if row else "not in this run"
+        update_if_changed(self.query_one("#training-title", Static), self._title(model))
+        log = self.query_one("#training-log", RichLog)
+        for r in model.logs:
+            if r.id > self._last_log and r.stage == self.stage:
+                log.write(Text(inert(r.message), style="red" if r.level == "error" else ""))
+        if model.logs:
+            self._last_log = max(self._last_log, model.logs[-1].id)
+        wait = CHART_EVERY_S - (time.monotonic() - self._charts_at)
+        if force or wait <= 0:
+            self._draw_charts(model)
+        elif self._catch_up is None:
+            self._catch_up = self.set_timer(wait, self._charts_due)
+
+    def _charts_due(self) -> None:
+        self._catch_up = None
+        self._draw_charts(self.app.model)  # type: ignore[attr-defined]
+
+    def _draw_charts(self, model: RunModel) -> None:
+        self._charts_at = time.monotonic()
         keys = model.keys(self.stage)
-        title = Text(f"{self.stage}: {status}", style="bold")
-        title.append(f"   tab: next stage   m: {'multiples' if self.multiples else 'one chart'}   "
-                     f"s: EMA {'on' if self.smooth else 'off'}   0-9: toggle total/components", style="dim")
-        self.query_one("#training-title", Static).update(title)
-        # Reward: the total and the nine components (TRL's rewards/<dim>/mean), or the loss where there is no reward.
+        # Reward: the weighted total (bold, on top) and the nine components, or the loss where there is no reward.
         has_reward = "reward" in keys or any(k.startswith("rewards/") for k in keys)
         lines = []
         if has_reward:
-            if self.show_total and (ln := self._line(model, "reward", "reward", PALETTE[9])):
+            if self.show_total and (ln := self._line(model, "reward", "reward", PALETTE[9], bold=True)):
                 lines.append(ln)
             if not self.multiples:
                 for i, d in enumerate(DIMENSIONS):
@@ -103,10 +180,10 @@ class TrainingScreen(Screen):
                         lines.append(ln)
         else:
             for key, label in (("loss", "loss"), ("lm_loss", "LM loss"), ("kl_loss", "KL")):
-                if ln := self._line(model, key, label, PALETTE[0 if key == "loss" else 2]):
+                if ln := self._line(model, key, label, PALETTE[0 if key == "loss" else 2], bold=key == "loss"):
                     lines.append(ln)
         chart = self.query_one("#chart-reward", LineChart)
-        chart.border_title = "reward: total and components" if has_reward else "loss"
+        chart.border_title = "reward: weighted total (bold) and components" if has_reward else "loss"
         chart.set_lines(lines)
         grid = self.query_one("#dim-grid")
         grid.display = self.multiples and has_reward
@@ -122,12 +199,6 @@ class TrainingScreen(Screen):
         self.query_one(HealthStrip).update_from(model, self.stage)
         self.query_one(DoctorCharts).update_from(model, self.stage, self.smooth)
         self._update_samples(model)
-        log = self.query_one("#training-log", RichLog)
-        for r in model.logs:
-            if r.id > self._last_log and r.stage == self.stage:
-                log.write(Text(r.message))
-        if model.logs:
-            self._last_log = max(self._last_log, model.logs[-1].id)
 
     def _update_judge(self, model: RunModel, keys: list[str]) -> None:
         """GRPO's LLM judge per step (calls, cache hits, failures), with the run's failure count in the title."""
@@ -153,27 +224,43 @@ class TrainingScreen(Screen):
         text = Text("latest samples\n", style="bold")
         if not samples:
             text.append("none yet (GRPO stores a few every grpo.sample_every steps)", style="dim")
-        for s in samples[:3]:
+        for s in samples[:2]:
             reward = "n/a" if s["reward"] is None else f"{s['reward']:.3f}"
             text.append(f"step {s['step']}  reward {reward}\n", style="bold")
             text.append("prompt: ", style="dim")
-            text.append(s["prompt"][:200] + "\n")
-            text.append(s["completion"][:400] + "\n")
-            scores = "  ".join(f"{SHORT[d]} {v:.2f}" for d, v in s["scores"].items() if v is not None)
+            text.append(inert(s["prompt"][:200], oneline=True) + "\n")
+            text.append(inert(s["completion"][:400]) + "\n")
+            scores = "  ".join(f"{SHORT.get(d, inert(d))} {v:.2f}" for d, v in s["scores"].items() if v is not None)
             text.append(scores + "\n\n", style="dim")
-        self.query_one("#samples", Static).update(text)
+        update_if_changed(self.query_one("#samples", Static), text)
 
-    # -- actions --------------------------------------------------------------------------------
+    # -- RAM and CPU of the stage's process, sampled off the UI thread ------------------------------
+
+    def _sample(self) -> None:
+        row = self.app.model.stage(self.stage)  # type: ignore[attr-defined]
+        panel = self.query_one(VramPanel)
+        if not panel.has_gpu:
+            self._sample_host(row.pid if row is not None and row.status == "running" else None)
+
+    @work(thread=True, exclusive=True, group="host-sample", exit_on_error=False)
+    def _sample_host(self, pid: int | None) -> None:
+        self.post_message(HostSample(sample_host(pid), time.time()))
+
+    def on_host_sample(self, message: HostSample) -> None:
+        self.query_one(VramPanel).show_host(message)
+
+    # -- actions ------------------------------------------------------------------------------------
 
     def _redraw(self) -> None:
-        self._seen_version = -2
-        self.update_from(self.app.model)  # type: ignore[attr-defined]
+        self.update_from(self.app.model, force=True)  # type: ignore[attr-defined]
 
-    def action_next_stage(self) -> None:
-        i = TRAINING_STAGES.index(self.stage) if self.stage in TRAINING_STAGES else -1
-        self.stage = TRAINING_STAGES[(i + 1) % len(TRAINING_STAGES)]
-        self.query_one("#training-log", RichLog).clear()
-        self._last_log = 0
+    def action_next_stage(self, step: int) -> None:
+        stages = self.run_stages(self.app.model)  # type: ignore[attr-defined]
+        if not stages:
+            return
+        i = stages.index(self.stage) if self.stage in stages else -1
+        self.follow = False
+        self._switch(stages[(i + step) % len(stages)])
         self._redraw()
 
     def action_toggle_smooth(self) -> None:

@@ -11,8 +11,11 @@ from rich.style import Style
 from textual.strip import Strip
 from textual.widget import Widget
 
-PALETTE = ["#4ea1ff", "#ff8c42", "#5fd068", "#e05d5d", "#b48cff", "#d4b44a", "#4ecdc4", "#f78fb3", "#a0a0a0", "#ffffff"]
+# Ten colours told apart at a glance, all from the xterm 256-colour cube so that a 256-colour terminal (tmux's
+# default) keeps them distinct instead of folding several into one grey. The last is the weighted total.
+PALETTE = ["#5fafff", "#ff8700", "#5fd75f", "#ff5f5f", "#af87ff", "#d7d700", "#00d7d7", "#ff87d7", "#d7875f", "#ffffff"]
 _BRAILLE_BITS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))  # [row in cell][col in cell]
+_BITS = np.array(_BRAILLE_BITS, dtype=np.int32)
 
 
 @dataclass
@@ -21,6 +24,13 @@ class Line:
     steps: np.ndarray
     values: np.ndarray
     color: str
+    bold: bool = False  # drawn last (on top of the others) and in bold: the weighted total
+
+
+def is_flat(values: np.ndarray) -> bool:
+    """A series that never moves (e.g. harm_avoidance = 1.0 throughout): it must not set the y-range."""
+    ok = values[~np.isnan(values)]
+    return bool(ok.size) and float(ok.max() - ok.min()) < 1e-9
 
 
 def minmax_downsample(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -50,6 +60,12 @@ def minmax_downsample(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.nd
     return centres, lo, hi
 
 
+def _fingerprint(ln: Line) -> tuple:
+    n = len(ln.values)
+    ends = (float(ln.values[0]), float(ln.values[-1]), float(ln.steps[-1])) if n else ()
+    return (ln.label, ln.color, ln.bold, n, *ends)
+
+
 def _fmt(v: float) -> str:
     if v == 0 or not math.isfinite(v):
         return "0"
@@ -74,38 +90,68 @@ class LineChart(Widget):
         self._rows: list[Strip] = []
 
     def set_lines(self, lines: list[Line]) -> None:
+        """Show these lines; a poll that changed nothing in them repaints nothing."""
+        same = [_fingerprint(ln) for ln in lines] == [_fingerprint(ln) for ln in self.lines]
         self.lines = lines
-        self._cache_key = None
-        self.refresh()
+        if not same:
+            self.refresh()
 
     def render_line(self, y: int) -> Strip:
-        key = (self.size.width, self.size.height, tuple((ln.label, len(ln.values), ln.color) for ln in self.lines),
-               id(self.lines))
+        # Redrawn only when the picture can have changed: size, lines, their lengths or their first/last values
+        # (EMA on or off changes values, not lengths). A poll that brought nothing for this chart costs nothing.
+        key = (self.size.width, self.size.height, tuple(_fingerprint(ln) for ln in self.lines))
         if key != self._cache_key:
             self._rows = self.draw(self.size.width, self.size.height)
             self._cache_key = key
         return self._rows[y] if y < len(self._rows) else Strip.blank(self.size.width)
 
+    def legend(self, width: int) -> list[Strip]:
+        """Every line's key and last value, wrapped over as many rows as the width needs (never cut)."""
+        rows: list[list[Segment]] = [[]]
+        used = 0
+        for ln in sorted(self.lines, key=lambda ln: not ln.bold):  # the total first
+            last = ln.values[~np.isnan(ln.values)]
+            tail = f"={_fmt(float(last[-1]))}" if last.size else ""
+            flat = " flat" if is_flat(ln.values) and len(self.lines) > 1 else ""
+            item = [Segment("━ ", Style(color=ln.color, bold=ln.bold)), Segment(f"{ln.label}{tail}{flat}", Style(bold=ln.bold))]
+            n = 2 + len(ln.label) + len(tail) + len(flat)
+            if used and used + 2 + n > width:
+                rows.append([])
+                used = 0
+            if used:
+                rows[-1].append(Segment("  "))
+                used += 2
+            rows[-1] += item
+            used += n
+        return [Strip(r).crop(0, width) for r in rows if r]
+
     def draw(self, width: int, height: int) -> list[Strip]:
         """All rows of the chart: plot, x axis, legend."""
         axis_w = 9
         plot_w = max(width - axis_w - 1, 4)
-        legend_h = 1 if self.lines else 0
-        plot_h = max(height - 1 - legend_h, 2)
+        legend = self.legend(width) if self.lines else []
+        legend = legend[: max(height - 3, 1)] if legend else []
+        plot_h = max(height - 1 - len(legend), 2)
         dots_w, dots_h = plot_w * 2, plot_h * 4
         muted = Style(dim=True)
         if not any(ln.values.size for ln in self.lines):
             msg = "waiting for data"
             pad = max((width - len(msg)) // 2, 0)
             return [Strip([Segment(" " * pad + msg, muted)]) if i == height // 2 else Strip.blank(width) for i in range(height)]
-        samples = [(ln, *minmax_downsample(ln.steps, ln.values, dots_w)) for ln in self.lines if ln.values.size]
-        all_lo = [np.nanmin(lo) for _, _, lo, _ in samples if np.isfinite(lo).any()]
-        all_hi = [np.nanmax(hi) for _, _, _, hi in samples if np.isfinite(hi).any()]
+        # The bold line (the total) is drawn last, so it stays on top where lines cross.
+        ordered = sorted((ln for ln in self.lines if ln.values.size), key=lambda ln: ln.bold)
+        samples = [(ln, *minmax_downsample(ln.steps, ln.values, dots_w)) for ln in ordered]
+        # Robust y-range: a flat series (a constant component) does not stretch the axis when others move.
+        moving = [smp for smp in samples if not is_flat(smp[0].values)] or samples
+        all_lo = [np.nanmin(lo) for _, _, lo, _ in moving if np.isfinite(lo).any()]
+        all_hi = [np.nanmax(hi) for _, _, _, hi in moving if np.isfinite(hi).any()]
         vmin, vmax = (min(all_lo), max(all_hi)) if all_lo else (0.0, 1.0)
         if vmax - vmin < 1e-12:
             vmin, vmax = vmin - 0.5, vmax + 0.5
-        xmin = min(float(np.nanmin(ln.steps)) for ln in self.lines if ln.steps.size)
-        xmax = max(float(np.nanmax(ln.steps)) for ln in self.lines if ln.steps.size)
+        pad = (vmax - vmin) * 0.05
+        vmin, vmax = vmin - pad, vmax + pad
+        xmin = min(float(np.nanmin(ln.steps)) for ln in ordered if ln.steps.size)
+        xmax = max(float(np.nanmax(ln.steps)) for ln in ordered if ln.steps.size)
         cells = np.zeros((plot_h, plot_w), dtype=np.int32)
         owner = np.full((plot_h, plot_w), -1, dtype=np.int32)
         for li, (ln, _, lo, hi) in enumerate(samples):
@@ -118,35 +164,41 @@ class LineChart(Widget):
             lo_f, hi_f = np.interp(cols, have, lo[ok]), np.interp(cols, have, hi[ok])
             top = ((vmax - hi_f) / (vmax - vmin) * (dots_h - 1)).round().astype(int)
             bot = ((vmax - lo_f) / (vmax - vmin) * (dots_h - 1)).round().astype(int)
-            prev_mid = None
-            for c, t, b in zip(cols.tolist(), top.tolist(), bot.tolist()):
-                mid = (t + b) // 2
-                if prev_mid is not None:  # join to the previous column so the line is continuous
-                    t, b = min(t, prev_mid), max(b, prev_mid)
-                for r in range(t, b + 1):
-                    cells[r // 4, c // 2] |= _BRAILLE_BITS[r % 4][c % 2]
-                    owner[r // 4, c // 2] = li
-                prev_mid = mid
+            # Join each column to the previous one's middle so the line is continuous; vectorised over columns.
+            mid = (top + bot) // 2
+            prev = np.concatenate(([mid[0]], mid[:-1]))
+            top, bot = np.minimum(top, prev), np.maximum(bot, prev)
+            top, bot = np.clip(top, 0, dots_h), np.clip(bot, -1, dots_h - 1)  # outside the range: clipped
+            # Every (dot row, dot column) of the line at once: column c covers rows top[c]..bot[c].
+            lengths = np.maximum(bot - top + 1, 0)
+            if not lengths.sum():
+                continue
+            cc = np.repeat(cols, lengths)
+            rr = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths) + np.repeat(top, lengths)
+            np.bitwise_or.at(cells, (rr // 4, cc // 2), _BITS[rr % 4, cc % 2])
+            owner[rr // 4, cc // 2] = li
+        styles = [Style(color=ln.color, bold=ln.bold) for ln, *_ in samples]
+        blank = Segment(" ")
         strips = []
         for row in range(plot_h):
             value = vmax - (row / max(plot_h - 1, 1)) * (vmax - vmin)
             label = _fmt(value) if row in (0, plot_h // 2, plot_h - 1) else ""
             segs = [Segment(f"{label:>{axis_w}}", muted), Segment("┤" if label else "│", muted)]
-            for col in range(plot_w):
-                bits = int(cells[row, col])
-                if bits:
-                    segs.append(Segment(chr(0x2800 + bits), Style(color=samples[owner[row, col]][0].color)))
-                else:
-                    segs.append(Segment(" "))
+            bits, who = cells[row].tolist(), owner[row].tolist()
+            col = 0
+            while col < plot_w:  # one segment per run of cells drawn by the same line
+                if not bits[col]:
+                    segs.append(blank)
+                    col += 1
+                    continue
+                end = col
+                while end < plot_w and bits[end] and who[end] == who[col]:
+                    end += 1
+                segs.append(Segment("".join(chr(0x2800 + b) for b in bits[col:end]), styles[who[col]]))
+                col = end
             strips.append(Strip(segs))
         left, right = _fmt(xmin), _fmt(xmax)
         gap = max(plot_w - len(left) - len(right), 1)
         strips.append(Strip([Segment(" " * axis_w + "└" + left + " " * gap + right, muted)]))
-        if legend_h:
-            segs = []
-            for ln in self.lines[:10]:
-                last = ln.values[~np.isnan(ln.values)]
-                tail = f"={_fmt(float(last[-1]))}" if last.size else ""
-                segs += [Segment("━ ", Style(color=ln.color)), Segment(f"{ln.label}{tail}  ")]
-            strips.append(Strip(segs).crop(0, width))
-        return [s.crop(0, width) for s in strips]
+        strips += legend
+        return [s if s.cell_length <= width else s.crop(0, width) for s in strips]  # a Strip costs: crop only when wide

@@ -1,4 +1,4 @@
-"""A virtual table of traces: holds only the sorted id list and pages rows in from SQLite as they scroll into view."""
+"""A virtual table of traces: holds the sorted id list; rows are paged in by a thread worker ahead of the viewport."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from rich.segment import Segment
 from rich.style import Style
-from textual import events
+from textual import events, work
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
@@ -16,37 +16,82 @@ from textual.strip import Strip
 
 from engine.dims import DIMENSIONS, SHORT
 from engine.store import RunStore
+from engine.text import inert
 
-COLUMNS = [("id", "id", 7), ("category", "category", 12), ("tier", "tier", 9), ("weighted", "score", 6)]
-COLUMNS += [(d, SHORT[d], 5) for d in DIMENSIONS] + [("reviewed", "rev", 4), ("judge_failed", "fail", 5)]
-PAGE = 200
+PAGE = 200  # rows per read; the worker keeps one page above and one below the viewport loaded
 
 
-def header_text(sort: str, descending: bool) -> str:
-    parts = []
-    for key, title, width in COLUMNS:
-        mark = ("▼" if descending else "▲") if key == sort else ""
-        parts.append(f"{title + mark:<{width}}"[:width])
-    return " ".join(parts)
+@dataclass(frozen=True)
+class Column:
+    key: str  # the store's sort key
+    title: str
+    width: int
+    name: str  # said in full in the legend and the sort picker
+
+
+def _score(v: float | None) -> str:
+    """Three cells for a 0..1 score: .53, 1.0, .00."""
+    if v is None:
+        return ""
+    return "1.0" if v >= 0.995 else f"{v:.2f}"[1:]
+
+
+COLUMNS = [Column("id", "id", 6, "trace id"), Column("category", "category", 10, "category"),
+           Column("tier", "tier", 4, "tier"), Column("weighted", "wtd", 3, "weighted score")]
+COLUMNS += [Column(d, SHORT[d], 3, d) for d in DIMENSIONS]
+COLUMNS += [Column("reviewed", "rev", 3, "reviewed"), Column("judge_failed", "fail", 4, "judge failed")]
+WIDTH = sum(c.width + 1 for c in COLUMNS)
+TIER_SHORT = {"chosen": "chos", "adequate": "adeq", "rejected": "rej"}
+
+
+LEGEND_WORDS = {"entropy_reduction": "entropy", "calibrated_uncertainty": "calibration", "conflict_resolution": "conflict",
+                "context_faithfulness": "context", "process_transparency": "process", "honest_engagement": "honesty",
+                "helpfulness": "helpfulness", "harm_avoidance": "harm", "instruction_following": "instructions"}
+
+
+def legend() -> str:
+    """The header legend: every abbreviation said in a word (the trace pane names each dimension in full)."""
+    return "  ".join(f"{SHORT[d]} {LEGEND_WORDS[d]}" for d in DIMENSIONS) + "  wtd weighted (.53 = 0.53)"
+
+
+def header_cells() -> list[str]:
+    return [f"{c.title:<{c.width}}"[: c.width] if c.key == "category" else f"{c.title:>{c.width}}"[-c.width:]
+            for c in COLUMNS]
+
+
+def header_text() -> str:
+    return " ".join(header_cells())
+
+
+def sort_label(sort: str, descending: bool) -> str:
+    col = next(c for c in COLUMNS if c.key == sort)
+    return f"sorted by {col.title} ({col.name}) {'▼' if descending else '▲'}"
 
 
 def format_row(row: tuple) -> str:
     """row = (id, category, tier, weighted, nine effective scores, reviewed, judge_failed, n_human)."""
-    tid, cat, tier, weighted = row[0], row[1] or "", row[2] or "", row[3]
+    tid, cat, tier, weighted = row[0], inert(row[1] or "", oneline=True), row[2] or "", row[3]
     scores = row[4 : 4 + len(DIMENSIONS)]
     reviewed, failed = row[4 + len(DIMENSIONS)], row[5 + len(DIMENSIONS)]
-    cells = [str(tid), cat, tier, "" if weighted is None else f"{weighted:.2f}"]
-    cells += ["" if v is None else f"{v:.2f}" for v in scores]
+    cells = [str(tid), cat, TIER_SHORT.get(tier, inert(tier, oneline=True)), _score(weighted)]
+    cells += [_score(v) for v in scores]
     cells += ["✓" if reviewed else "", "FAIL" if failed else ""]
-    return " ".join(f"{c:<{w}}"[:w] for c, (_, _, w) in zip(cells, COLUMNS))
+    out = []
+    for c, col in zip(cells, COLUMNS):
+        out.append(f"{c:<{col.width}}"[: col.width] if col.key == "category" else f"{c:>{col.width}}"[-col.width:])
+    return " ".join(out)
 
 
 class TraceTable(ScrollView, can_focus=True):
-    """Keyboard: up/down/page/home/end move; the highlighted trace is announced with Highlighted."""
+    """Keyboard: up/down/page/home/end move, left/right scroll; the highlighted trace is announced with Highlighted.
+
+    The first line is the header, drawn with the rows' horizontal scroll so titles stay over their columns.
+    """
 
     DEFAULT_CSS = """
     TraceTable { height: 1fr; }
     TraceTable > .trace-table--cursor { background: $accent 40%; }
+    TraceTable > .trace-table--header { text-style: bold; background: $boost; }
     """
     BINDINGS = [
         Binding("up", "move(-1)", "up", show=False),
@@ -56,7 +101,7 @@ class TraceTable(ScrollView, can_focus=True):
         Binding("home", "jump(0)", "first", show=False),
         Binding("end", "jump(-1)", "last", show=False),
     ]
-    COMPONENT_CLASSES = {"trace-table--cursor"}
+    COMPONENT_CLASSES = {"trace-table--cursor", "trace-table--header"}
 
     @dataclass
     class Highlighted(Message):
@@ -72,64 +117,134 @@ class TraceTable(ScrollView, can_focus=True):
         def can_replace(self, message: Message) -> bool:
             return isinstance(message, TraceTable.Highlighted)
 
+    @dataclass
+    class RowsLoaded(Message):
+        """A page of rows read by the worker, for the id list of `generation`."""
+
+        store: RunStore
+        generation: int
+        start: int
+        rows: dict[int, str]  # by trace id
+
+    @dataclass
+    class HeaderClicked(Message):
+        """A column title was clicked: sort by that column (again: reverse)."""
+
+        key: str
+
     cursor = reactive(0)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.store: RunStore | None = None
         self.ids: list[int] = []
-        self._rows: dict[int, str] = {}
+        self.sort, self.descending = "id", False
+        self._rows: dict[int, str] = {}  # by trace id: a re-sort or a reload keeps what was read
+        self._generation = 0
+        self._asked: tuple[int, int, int] | None = None  # (generation, start, end) of the read under way
 
     def load(self, store: RunStore | None, ids: list[int], keep: int | None = None) -> None:
         """Show these ids (already filtered and sorted); keep the cursor on trace `keep` when it is still there."""
+        if store is not self.store:
+            self._rows.clear()
         self.store = store
         self.ids = ids
-        self._rows.clear()
-        width = sum(w + 1 for _, _, w in COLUMNS)
-        self.virtual_size = Size(width, len(ids))
+        self._generation += 1
+        self._asked = None
+        self.virtual_size = Size(WIDTH, len(ids) + 1)
         target = ids.index(keep) if keep is not None and keep in ids else 0
         self.cursor = min(target, max(len(ids) - 1, 0))
-        self.scroll_to(y=max(self.cursor - 3, 0), animate=False)
+        self._scroll_cursor_into_view(centre=True)
         self.refresh()
+        self._page_ahead()
         self.post_message(self.Highlighted(self, self.current_id))
 
     def invalidate(self, trace_id: int) -> None:
         """Re-read one row (after an edit)."""
-        if trace_id in self.ids:
-            self._rows.pop(self.ids.index(trace_id), None)
-            self.refresh()
+        if self._rows.pop(trace_id, None) is not None:
+            self._asked = None
+            self._page_ahead()
 
     @property
     def current_id(self) -> int | None:
         return self.ids[self.cursor] if 0 <= self.cursor < len(self.ids) else None
 
-    def _fetch(self, index: int) -> str:
-        if index not in self._rows and self.store is not None:
-            start = max(index - PAGE // 4, 0)
-            ids = self.ids[start : start + PAGE]
-            for i, row in enumerate(self.store.trace_summaries(ids)):
-                self._rows[start + i] = format_row(row)
-        return self._rows.get(index, "")
+    # -- paging: the worker reads, the UI thread only draws what it has --------------------------
+
+    def _page_ahead(self) -> None:
+        if self.store is None or not self.ids:
+            return
+        top = int(self.scroll_offset.y)
+        height = max(self.scrollable_content_region.height, 20)
+        lo, hi = max(top - PAGE // 2, 0), min(top + height + PAGE // 2, len(self.ids))
+        missing = [i for i in range(lo, hi) if self.ids[i] not in self._rows]
+        if not missing:
+            return
+        start, end = missing[0], missing[-1] + 1
+        asked = self._asked
+        if asked and asked[0] == self._generation and asked[1] <= start and end <= asked[2]:
+            return  # already being read
+        self._asked = (self._generation, start, end)
+        self._read(self.store, self._generation, start, self.ids[start:end])
+
+    @work(thread=True, exclusive=True, group="trace-pages", exit_on_error=False)
+    def _read(self, store: RunStore, generation: int, start: int, ids: list[int]) -> None:
+        rows = store.trace_summaries(ids)
+        by_id = {r[0]: format_row(r) for r in rows}
+        self.post_message(self.RowsLoaded(store, generation, start, by_id))
+
+    def on_trace_table_rows_loaded(self, message: TraceTable.RowsLoaded) -> None:
+        message.stop()
+        if message.store is not self.store:
+            return  # rows of a run no longer open
+        self._rows.update(message.rows)  # rows are keyed by trace id: still right under another sort
+        if self._asked and self._asked[1] == message.start:
+            self._asked = None
+        self.refresh()
+        self._page_ahead()
+
+    # -- drawing ---------------------------------------------------------------------------------
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
-        index = scroll_y + y
         width = self.scrollable_content_region.width
+        if y == 0:  # the sorted column's title is drawn reversed
+            style = self.get_component_rich_style("trace-table--header")
+            segs = []
+            for c, cell in zip(COLUMNS, header_cells()):
+                segs += [Segment(cell, style + Style(reverse=True) if c.key == self.sort else style), Segment(" ", style)]
+            segs.append(Segment(" " * max(WIDTH - sum(len(s.text) for s in segs), 0), style))
+            return Strip(segs).crop(scroll_x, scroll_x + width)
+        index = scroll_y + y - 1
         if index >= len(self.ids):
             return Strip.blank(width)
-        text = self._fetch(index)
+        text = self._rows.get(self.ids[index])
         style = self.get_component_rich_style("trace-table--cursor") if index == self.cursor else Style()
-        strip = Strip([Segment(text.ljust(self.virtual_size.width), style)])
-        return strip.crop(scroll_x, scroll_x + width)
+        if text is None:  # not read yet: the worker is on it
+            text, style = f"{self.ids[index]:>6} …", style + Style(dim=True)
+        return Strip([Segment(text.ljust(WIDTH), style)]).crop(scroll_x, scroll_x + width)
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self._page_ahead()
+
+    def on_resize(self) -> None:
+        self._page_ahead()
+
+    def _scroll_cursor_into_view(self, centre: bool = False) -> None:
+        top = int(self.scroll_offset.y)
+        rows = max(self.scrollable_content_region.height - 1, 1)  # less the header line
+        new = self.cursor
+        if centre:
+            self.scroll_to(y=max(new - rows // 2, 0), animate=False)
+        elif new < top:
+            self.scroll_to(y=new, animate=False)
+        elif new >= top + rows:
+            self.scroll_to(y=new - rows + 1, animate=False)
 
     def watch_cursor(self, old: int, new: int) -> None:
         self.refresh()
-        top = self.scroll_offset.y
-        height = self.scrollable_content_region.height
-        if new < top:
-            self.scroll_to(y=new, animate=False)
-        elif height and new >= top + height:
-            self.scroll_to(y=new - height + 1, animate=False)
+        self._scroll_cursor_into_view()
         self.post_message(self.Highlighted(self, self.current_id))
 
     def action_move(self, delta: int) -> None:
@@ -141,7 +256,14 @@ class TraceTable(ScrollView, can_focus=True):
             self.cursor = index % len(self.ids)
 
     def on_click(self, event: events.Click) -> None:
-        index = self.scroll_offset.y + event.y
-        if 0 <= index < len(self.ids):
+        if event.y == 0:  # the header: which column is under the pointer
+            x = int(self.scroll_offset.x) + event.x
+            for c in COLUMNS:
+                if x < c.width + 1:
+                    self.post_message(self.HeaderClicked(c.key))
+                    break
+                x -= c.width + 1
+        index = int(self.scroll_offset.y) + event.y - 1
+        if event.y >= 1 and 0 <= index < len(self.ids):
             self.cursor = index
         self.focus()

@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from engine.errors import UserError
+from engine.text import inert
 
 # Each module has `register(add)`; a new group of commands is one module plus one line here.
 COMMAND_MODULES = ("engine.cli.runs", "engine.cli.data", "engine.cli.runs_cmd", "engine.cli.health")
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"aba: {err}", file=sys.stderr)
+        print(f"aba: {inert(err)}", file=sys.stderr)  # may quote a file's or a model's text
         return 2
     except BrokenPipeError:
         return 0

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from engine.cli.output import print_table
 from engine import config as config_mod
 from engine.cli.common import DEMO_CONFIG, console, open_run
 from engine.reporting.agreement import judge_agreement
@@ -45,16 +46,12 @@ def cmd_traces(args: argparse.Namespace) -> int:
                     "judge_rescaled", "reviewed", "weighted", "judge", "human", "effective", "turns", "reasoning", "answer")
             print(json.dumps([{k: r[k] for k in keep} for r in rows], indent=1))
             return 0
-        from rich.table import Table
-
         from engine.dims import DIMENSIONS, SHORT
 
-        table = Table("id", "category", "tier", "score", *[SHORT[d] for d in DIMENSIONS], "rev", "fail")
-        for r in rows:
-            eff = r["effective"] or {}
-            table.add_row(str(r["id"]), r["category"] or "", r["tier"] or "", _num(r["weighted"]),
-                          *[_num(eff.get(d)) for d in DIMENSIONS], "y" if r["reviewed"] else "", "y" if r["judge_failed"] else "")
-        console().print(table)
+        print_table(("id", "category", "tier", "score", *[SHORT[d] for d in DIMENSIONS], "rev", "fail"),
+                    [(r["id"], r["category"] or "", r["tier"] or "", _num(r["weighted"]),
+                      *[_num((r["effective"] or {}).get(d)) for d in DIMENSIONS], "y" if r["reviewed"] else "",
+                      "y" if r["judge_failed"] else "") for r in rows], title=f"run {run_dir.name}")
     return 0
 
 

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from engine.cli.common import when
 from engine.runner import supervisor as sup
 from engine.runner.follow import Delta, Follower
+from engine.runner.progress import duration, eta_left, progress_cell
 from engine.store import FINAL, StageRow
+from engine.text import inert
 
-# Log lines carry model output: control characters (ESC and the C1 range) are shown, never sent to the terminal.
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)] if chr(c) not in "\n\t"}
-
+PROGRESS_EVERY_S = 5.0
 
 def printable(text: str) -> str:
-    return text.translate(_CONTROL)
+    """Log lines and reasons carry model output: made inert (the one sanitiser, engine.text)."""
+    return inert(text)
 
 
 def follow(run_dir: Path, only: list[str] | None = None) -> int:
     """Show progress until the run stops. Ctrl-C cancels politely. Exit 0 when every asked stage succeeded."""
     with Follower(run_dir, metrics=False, samples=False) as follower:
-        view = _RichView() if sys.stdout.isatty() else _PlainView()
+        view = _RichView(follower.store) if sys.stdout.isatty() else _PlainView(follower.store)
         wanted: list[str] = list(only or [])
         last: list[StageRow] = []
         try:
@@ -54,8 +56,10 @@ def tail(run_dir: Path, stage: str | None, keep_following: bool) -> int:
 class _PlainView:
     """One line per stage status change and per log line (first line of each): for pipes and CI logs."""
 
-    def __init__(self) -> None:
+    def __init__(self, store) -> None:
+        self.store = store
         self.seen: dict[str, str] = {}
+        self.shown_at = 0.0
 
     def __enter__(self) -> _PlainView:
         return self
@@ -69,6 +73,10 @@ class _PlainView:
                 self.seen[row.name] = row.status
                 extra = f" ({printable(row.reason)})" if row.reason and row.status in FINAL else ""
                 print(f"stage {row.name}: {row.status}{extra}", flush=True)
+            if row.name in wanted and row.status == "running" and row.progress is not None and time.monotonic() >= self.shown_at:
+                self.shown_at = time.monotonic() + PROGRESS_EVERY_S  # piped: n/N and the ETA every few seconds
+                cell = progress_cell(row.status, row.progress, row.progress_total, eta_left(self.store, row))
+                print(f"stage {row.name}: {cell}", flush=True)
         for log in delta.logs:
             first = log.message.splitlines()[0] if log.message else ""
             print(f"  [{log.stage}] {printable(first)}", flush=True)
@@ -77,7 +85,8 @@ class _PlainView:
 class _RichView:
     """A live progress bar per stage, its label the stage's progress text or its last log line."""
 
-    def __init__(self) -> None:
+    def __init__(self, store) -> None:
+        self.store = store
         from rich.live import Live
         from rich.progress import (
             BarColumn,
@@ -126,6 +135,9 @@ class _RichView:
             desc = row.progress_label or self.messages.get(row.name, "")
             if row.status in FINAL and row.reason:
                 desc = row.reason
+            eta = eta_left(self.store, row) if total else None
+            if eta is not None:
+                desc = f"ETA {duration(eta)}  {desc}"
             progress.update(task, total=total, completed=done, status=row.status, description=printable(desc[:100]))
             if row.status in FINAL:
                 progress.stop_task(task)

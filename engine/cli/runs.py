@@ -8,10 +8,13 @@ import json
 from typing import Any
 
 from engine import config as config_mod
-from engine.cli.common import DEMO_CONFIG, console, open_run, when
+from engine.cli.common import DEMO_CONFIG, open_run, when
 from engine.cli.follow import follow, tail
+from engine.cli.output import print_table
 from engine.runner import supervisor as sup
+from engine.runner.progress import eta_left, progress_cell
 from engine.store import RunStore
+from engine.text import inert
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -83,13 +86,9 @@ def cmd_status(args: argparse.Namespace) -> int:
                 for r in runs
             ], indent=2))
             return 0
-        from rich.table import Table
-
-        table = Table("run", "name", "created", "state", "stages")
-        for r in runs:
-            stages = " ".join(f"{s.name}:{s.status}" for s in r.stages if s.selected)
-            table.add_row(r.id, r.name, when(r.created), r.state, stages)
-        console().print(table)
+        print_table(("run", "name", "created", "state", "stages"),
+                    [(r.id, r.name, when(r.created), r.state, " ".join(f"{s.name}:{s.status}" for s in r.stages if s.selected))
+                     for r in runs])
         return 0
     run_dir, store = open_run(args, readonly=True)
     with store:
@@ -100,16 +99,17 @@ def cmd_status(args: argparse.Namespace) -> int:
                    "fallbacks": [{"stage": e.stage, "time": e.time, "message": e.message} for e in events]}
             print(json.dumps(out, indent=2))
             return 0
-        from rich.table import Table
-
-        table = Table("stage", "status", "attempts", "pid", "started", "ended", "reason", title=f"run {run_dir.name}")
+        table = []
         for r in rows:
             if not r.selected and r.status == "pending":
                 continue
-            table.add_row(r.name, r.status, str(r.attempts), str(r.pid or ""), when(r.started), when(r.ended), r.reason or "")
-        console().print(table)
+            eta = eta_left(store, r)
+            table.append((r.name, r.status, r.attempts, r.pid or "", progress_cell(r.status, r.progress, r.progress_total, eta),
+                          when(r.started), when(r.ended), r.reason or ""))
+        print_table(("stage", "status", "attempts", "pid", "progress", "started", "ended", "reason"), table,
+                    title=f"run {run_dir.name}")
         for e in events:
-            console().print(f"fallback in {e.stage} at {when(e.time)}: {e.message}", markup=False)
+            print(f"fallback in {e.stage} at {when(e.time)}: {inert(e.message, oneline=True)}")
     return 0
 
 
@@ -140,7 +140,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     with RunStore(run_dir / "run.db") as store:
         for name in names:
             row = store.stage(name)
-            print(f"{name}: {row.status}" + (f" ({row.reason})" if row.reason else ""))
+            print(f"{name}: {row.status}" + (f" ({inert(row.reason, oneline=True)})" if row.reason else ""))
     return 0
 
 

@@ -28,6 +28,9 @@ class RunConfig:
     )
     checkpoint_steps: int = _f(50, "Save a resumable checkpoint every N optimizer steps.", min=1)
     cancel_grace_s: float = _f(30.0, "Seconds a cancelled stage gets to save a checkpoint before it is killed.", min=0)
+    torch_threads: int = _f(
+        0, "CPU threads each stage worker gives torch (and OpenMP/MKL); 0 = its share: the usable cores divided among "
+        "the stage's data-parallel ranks, so workers and the panel do not oversubscribe the machine.", min=0)
 
 
 @dataclass

@@ -27,7 +27,7 @@ def resolve_models(ctx: StageContext, names: list[str]) -> list[ModelRef]:
     """base, sft, grpo, ties (this run's adapters, on the base each was trained from) or any local HF path."""
     from engine.training import models
 
-    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)
+    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log, ctx.progress)
     out = []
     for name in names:
         if name == "base":

@@ -74,10 +74,11 @@ def krippendorff_alpha(a: list[float], b: list[float]) -> float | None:
     return None if math.isnan(value) else value
 
 
-def judge_agreement(store: RunStore) -> dict[str, dict[str, Any]]:
-    """Per dimension, over traces a human re-scored: n, mean absolute error, Spearman, Kendall tau-b, and
-    Krippendorff's alpha (chance-corrected: 1 perfect, 0 no better than chance, below 0 systematic disagreement)."""
-    return {dim: _stats(pairs) for dim, pairs in store.judge_human_pairs().items()}
+def judge_agreement(store: RunStore, dims: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Per dimension (all, or only `dims`: the panel recomputes the edited one), over traces a human re-scored:
+    n, mean absolute error, Spearman, Kendall tau-b, and Krippendorff's alpha (chance-corrected: 1 perfect, 0 no
+    better than chance, below 0 systematic disagreement)."""
+    return {dim: _stats(pairs) for dim, pairs in store.judge_human_pairs(dims).items()}
 
 
 def pooled_judge_agreement(stores: list[RunStore]) -> dict[str, dict[str, Any]]:

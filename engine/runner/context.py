@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.config import Config
+from engine.runner.progress import ETA_KEY, ETA_KIND, EtaMeter
 from engine.store import RunStore
+
+
+ETA_EVERY_S = 1.0
 
 
 class StageFailed(Exception):
@@ -30,6 +35,8 @@ class StageContext:
     step: int = 0  # the stage's latest step, for VRAM samples taken between steps
     primary: bool = True  # False on ranks > 0 of a data-parallel stage: they train but report nothing
     attempt: int = 0  # which attempt of the stage this is (the driver numbers them; 0 outside a worker)
+    _eta: EtaMeter = field(default_factory=EtaMeter, repr=False)
+    _eta_written: float = -1e9
 
     @property
     def folder(self) -> Path:
@@ -56,8 +63,17 @@ class StageContext:
             self.store.add_metrics(self.name, int(step), values)
 
     def progress(self, done: float, total: float | None = None, label: str | None = None) -> None:
-        if self.primary:
-            self.store.set_progress(self.name, done, total, label)
+        """n of N done; the time left, from this stage's own recent rate, is kept beside it (a `progress` result,
+        written at most once a second and at the end; see engine.runner.progress)."""
+        if not self.primary:
+            return
+        self.store.set_progress(self.name, done, total, label)
+        now = time.monotonic()
+        eta = self._eta.update(done, total, now)
+        if eta is not None and (now - self._eta_written >= ETA_EVERY_S or (total and done >= total)):
+            self._eta_written = now
+            self.store.put_result(self.name, ETA_KIND, ETA_KEY,
+                                  {"eta_s": eta, "time": time.time(), "done": done, "total": total})
 
     def log(self, message: str, level: str = "info") -> None:
         if not self.primary:

@@ -14,6 +14,7 @@ from engine.runner.context import StageCancelled, StageContext, StageFailed
 from engine.errors import UserError
 from engine.training.vram import VramSampler
 from engine.runner.procs import install_stop_handler
+from engine.runner.threads import cap_threads
 from engine.stages.registry import stage_module
 from engine.store import RunStore
 
@@ -89,7 +90,9 @@ def run_stage(stage: str, run_dir: Path, attempt: int) -> int:
         store.log(stage, str(err), "error")
         store.end_attempt(stage, attempt, "failed", str(err), EXIT_FAILED)
         return EXIT_FAILED
+    threads = cap_threads(cfg.run.torch_threads, cfg.train.num_processes)  # before the stage imports torch
     ctx = StageContext(name=stage, run_dir=run_dir, cfg=cfg, store=store, attempt=attempt)
+    ctx.log(f"torch threads: {threads} (run.torch_threads = {cfg.run.torch_threads or 'auto'})")
     install_stop_handler(ctx.cancel_event.set)
     sampler = VramSampler(cfg.gpu.device_index)
     ctx.log(sampler.reason)

@@ -161,7 +161,7 @@ def start_model(ctx: StageContext, backend) -> str:
     from engine.evaluation.merging import merge_adapter
     from engine.training import models
 
-    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)
+    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log, ctx.progress)
     adapter = ctx.run_dir / "sft" / "adapter"
     if not ctx.cfg.grpo.merge_sft:
         ctx.log("grpo.merge_sft is off: starting from the base model")

@@ -79,7 +79,7 @@ def run(ctx: StageContext) -> None:
 
     check_has_data(ctx.store, ctx.cfg, ctx.name, "traces")  # before any model loads: a run without data fails at once
     backend = models.pick_backend(ctx.cfg)
-    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)  # built once, before any rank starts
+    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log, ctx.progress)  # built once, before any rank starts
     if distributed.should_launch(ctx):
         distributed.launch_ranks(ctx)
         return

@@ -21,7 +21,7 @@ def _attempt(ctx: StageContext, backend) -> dict:
     from engine.training.vram import measured_peaks
 
     sm = ctx.cfg.smoke
-    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log)
+    base = models.base_path(ctx.cfg, ctx.run_dir, ctx.log, ctx.progress)
     out = ctx.folder / backend.name
     first_event = max((e.id for e in ctx.store.events(ctx.name)), default=0)
     t0 = time.perf_counter()

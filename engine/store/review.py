@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from engine.dims import DIMENSIONS
@@ -54,13 +55,17 @@ class ReviewMixin:
         with self._tx() as c:
             c.execute("UPDATE traces SET reviewed = ? WHERE id = ?", (int(reviewed), trace_id))
 
-    def judge_human_pairs(self) -> dict[str, list[tuple[float, float]]]:
-        """Per dimension, (judge, human) for every trace a human changed (only edited traces are read)."""
-        cols = ", ".join(f"j_{d}, h_{d}" for d in DIMENSIONS)
-        rows = self._q(f"SELECT {cols} FROM traces WHERE id IN (SELECT DISTINCT trace_id FROM score_edits)")
-        out: dict[str, list[tuple[float, float]]] = {d: [] for d in DIMENSIONS}
+    def judge_human_pairs(self, dims: Sequence[str] | None = None) -> dict[str, list[tuple[float, float]]]:
+        """Per dimension (all, or those asked), (judge, human) for every trace a human changed (only edited traces
+        are read; with dims, only traces with an edit of those dimensions)."""
+        dims = [d for d in DIMENSIONS if dims is None or d in dims]
+        cols = ", ".join(f"j_{d}, h_{d}" for d in dims)
+        marks = ",".join("?" * len(dims))
+        rows = self._q(f"SELECT {cols} FROM traces WHERE id IN (SELECT DISTINCT trace_id FROM score_edits"
+                       f" WHERE dim IN ({marks}))", list(dims))
+        out: dict[str, list[tuple[float, float]]] = {d: [] for d in dims}
         for r in rows:
-            for i, d in enumerate(DIMENSIONS):
+            for i, d in enumerate(dims):
                 judge, human = r[2 * i], r[2 * i + 1]
                 if judge is not None and human is not None:
                     out[d].append((judge, human))

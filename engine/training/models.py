@@ -96,7 +96,7 @@ def load_tokenizer(base: str):
     return tok
 
 
-def materialize_demo_base(name: str, seed: int, dest: Path, log=None) -> Path:
+def materialize_demo_base(name: str, seed: int, dest: Path, log=None, progress=None) -> Path:
     """Build the tiny model from its config (seeded) once per run and save it like any local HF model."""
     if name != "demo:tiny-qwen3":
         raise UserError(f"model.base: unknown demo model {name!r} (available: demo:tiny-qwen3)")
@@ -109,7 +109,7 @@ def materialize_demo_base(name: str, seed: int, dest: Path, log=None) -> Path:
         if log:
             log(f"building the tiny demo model {name} (seed {seed}): a few seconds of pre-training on the shipped "
                 "text, once per runs folder")
-        _build_demo_base(name, seed, cache)
+        _build_demo_base(name, seed, cache, progress)
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(cache, tmp)
@@ -127,7 +127,7 @@ def _demo_fingerprint() -> str:
     return h.hexdigest()[:12]
 
 
-def _build_demo_base(name: str, seed: int, dest: Path) -> None:
+def _build_demo_base(name: str, seed: int, dest: Path, progress=None) -> None:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -137,7 +137,7 @@ def _build_demo_base(name: str, seed: int, dest: Path) -> None:
     )
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config)
-    _warm_up(model, tok, seed)
+    _warm_up(model, tok, seed, progress=progress)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
     model.save_pretrained(tmp)
@@ -148,7 +148,7 @@ def _build_demo_base(name: str, seed: int, dest: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _warm_up(model, tok, seed: int, steps: int = 200) -> None:
+def _warm_up(model, tok, seed: int, steps: int = 200, progress=None) -> None:
     """A few seconds of full-parameter LM training on the shipped demo text, so the tiny base writes word-like text.
 
     A random 200k-parameter model emits uniform noise, which gives GRPO and the battery nothing to move. This is a
@@ -172,7 +172,7 @@ def _warm_up(model, tok, seed: int, steps: int = 200) -> None:
     rng = random.Random(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     model.train()
-    for _ in range(steps):
+    for step in range(steps):
         batch = rng.sample(ids, min(8, len(ids)))
         width = max(len(b) for b in batch)
         input_ids = torch.full((len(batch), width), tok.pad_token_id)
@@ -186,13 +186,15 @@ def _warm_up(model, tok, seed: int, steps: int = 200) -> None:
         loss.backward()
         opt.step()
         opt.zero_grad()
+        if progress is not None:  # n/N and an ETA in the pipeline while the demo model is built
+            progress(step + 1, steps, "building the tiny demo model")
     model.eval()
 
 
-def base_path(cfg: Config, run_dir: Path, log=None) -> str:
+def base_path(cfg: Config, run_dir: Path, log=None, progress=None) -> str:
     """The base model as something from_pretrained opens: a hub id, a folder, or the run's built demo model."""
     if cfg.model.base.startswith(DEMO_PREFIX):
-        return str(materialize_demo_base(cfg.model.base, cfg.run.seed, run_dir / "base-model", log))
+        return str(materialize_demo_base(cfg.model.base, cfg.run.seed, run_dir / "base-model", log, progress))
     return cfg.model.base
 
 
