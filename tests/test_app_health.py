@@ -141,7 +141,7 @@ async def test_click_on_the_reward_chart_opens_that_steps_completions(runs_dir):
         assert _text(screen.query_one("#completions-title", Static)).startswith("grpo step 30 ")
         await pilot.press("escape")
         assert type(app.screen).__name__ == "TrainingScreen"
-        await pilot.press("c")
+        await pilot.press("l")
         await _wait_for(pilot, lambda: type(app.screen).__name__ == "CompletionsScreen")
         await _wait_for(pilot, lambda: "grpo step 30" in _text(app.screen.query_one("#completions-title", Static)))
 

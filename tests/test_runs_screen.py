@@ -87,7 +87,7 @@ async def test_runs_table_summaries_sort_and_compare(runs_dir):
         console = Console(width=150, record=True)
         console.print(app.screen.compare_view)
         diff = console.export_text()
-        assert "grpo.learning_rate" in diff and "0.0001" in diff and "5e-05" in diff
+        assert "grpo.learning_rate" in diff and "0.01" in diff and "5e-05" in diff
         select = app.screen.query_one("#compare-key", Select)
         assert select.value == "grpo/reward"
         assert app.screen.offered_keys == sorted({"grpo/reward", "grpo/loss", "grpo/kl", "sft/loss",

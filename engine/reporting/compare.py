@@ -139,7 +139,7 @@ def final_tournament(a: RunStore, b: RunStore, label_a: str, label_b: str, weigh
     _, _, pairs = got
     outputs = {label_a: [ra["output"] for ra, _ in pairs], label_b: [rb["output"] for _, rb in pairs]}
     prompts = [[{"role": "user", "content": ra["prompt"]}] for ra, _ in pairs]
-    matches = tournament(outputs, prompts, heuristic_pairwise(heuristic_scores, weights))
+    matches, _ = tournament(outputs, prompts, heuristic_pairwise(heuristic_scores, weights))
     table, _ = ratings_table(matches, [label_a, label_b], n_boot)
     return {"judge": "heuristic", "prompts": len(pairs), "ratings": table}
 
