@@ -150,14 +150,16 @@ def test_printable_shows_escape_sequences_literally():
     assert printable("a\x1b[2Jb\nc\td\x07") == "a\\x1b[2Jb\nc\td\\x07"
 
 
-def test_training_snapshot_with_the_health_strip(snap_compare, runs_dir):
+def test_training_snapshot_with_the_health_strip(snap_compare, runs_dir, monkeypatch):
+    fixed = {"sys_used_mb": 6144.0, "sys_total_mb": 24576.0, "sys_cpu": 37.0, "cores": 2}  # no live machine figures
+    monkeypatch.setattr("app.screens.training.sample_host", lambda pid: dict(fixed))
     hacked_run(runs_dir)
     app = make_app(RUN, runs_dir)
 
     async def before(pilot):
         await pilot.pause(0.8)
         await pilot.press("f3")
-        await pilot.pause(0.5)
+        await pilot.pause(1.5)  # a host sample has arrived
         await pilot.press("h")
         for _ in range(6):
             await pilot.press("right")

@@ -6,10 +6,13 @@ import json
 
 import pytest
 
+from engine import config
 from engine.reporting.compare import diff_interval, is_wall_clock
 from engine.runner import supervisor as sup
 from tests.conftest import DEMO, aba, run_id_of
 from tests.test_runs_screen import A, B, C, make_three_runs
+
+LR = config.load(DEMO).grpo.learning_rate  # the demo's own GRPO learning rate
 
 
 def _start(*extra: str) -> str:
@@ -26,7 +29,7 @@ def test_compare_two_demo_runs_lists_exactly_the_key_that_differs(runs_dir):
     proc = aba("compare", a, b, "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["config_diff"] == [{"key": "grpo.learning_rate", "a": 1e-4, "b": 5e-5}]
+    assert out["config_diff"] == [{"key": "grpo.learning_rate", "a": LR, "b": 5e-5}]
     assert out["tournament"] is None and out["b"]["name"] == "demo grpo.learning_rate=5e-05"
     assert "datagen/llm/tokens_in" in out["shared_metric_keys"]
     text = aba("compare", a, b)
@@ -57,7 +60,7 @@ def test_runs_and_report_over_three_runs(runs_dir):
     proc = aba("report", A, B, C)
     assert proc.returncode == 0, proc.stderr
     text = open(proc.stdout.strip(), encoding="utf-8").read()
-    assert "| grpo.learning_rate | 0.0001 | 5e-05 | 0.0001 |" in text
+    assert f"| grpo.learning_rate | {LR:g} | 5e-05 | {LR:g} |" in text
     assert f"## {B} minus {A}" in text and "grpo_reward.png" in text and "Final models head to head" in text
 
 
