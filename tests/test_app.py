@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
-from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from app.app import make_app
@@ -15,20 +13,9 @@ from engine.dims import DIMENSIONS
 from engine.store import RunStore
 from tests.conftest import ROOT, demo_variant, write_config
 from tests.uifixtures import MARKUP, make_fixture_run
+from tests.uifixtures import text_of as _text, wait_for as _wait_for
 
 
-def _text(widget: Static) -> str:
-    content = widget.render()
-    return content.plain if isinstance(content, Text) else str(content)
-
-
-async def _wait_for(pilot, cond, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.1)
-        if cond():
-            return
-    raise AssertionError("condition not met in time")
 
 
 async def test_pipeline_shows_stages_and_reasons(runs_dir):

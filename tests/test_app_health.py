@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from app.app import make_app
@@ -16,22 +15,11 @@ from engine.dims import DIMENSIONS
 from engine.store import RunStore
 from engine.training.health import Facts, replay
 from tests.uifixtures import T0, make_fixture_run
+from tests.uifixtures import text_of as _text, wait_for as _wait_for
 
 RUN = "20260211-101500-snap"
 
 
-def _text(widget: Static) -> str:
-    content = widget.render()
-    return content.plain if isinstance(content, Text) else str(content)
-
-
-async def _wait_for(pilot, cond, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.1)
-        if cond():
-            return
-    raise AssertionError("condition not met in time")
 
 
 def hacked_steps(n: int = 30) -> list[tuple[int, dict]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -12,6 +11,7 @@ from engine.dims import DIMENSIONS
 from engine.store import RunStore
 from engine.text import inert
 from tests.uifixtures import make_fixture_run
+from tests.uifixtures import wait_for as _wait_for
 
 # One of each: CSI (colour, clear screen), OSC (window title, BEL- and ST-terminated), DCS, bare ESC, BEL,
 # backspace, CR, a C1 CSI, DEL, and markup that must stay literal.
@@ -54,14 +54,6 @@ def _screen_text(app) -> str:
     strips = app.screen._compositor.render_strips()
     return "".join(seg.text for strip in strips for seg in strip)
 
-
-async def _wait_for(pilot, cond, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.1)
-        if cond():
-            return
-    raise AssertionError("condition not met in time")
 
 
 async def test_every_screen_draws_planted_sequences_inert(runs_dir):

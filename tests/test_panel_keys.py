@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 from app.app import make_app
 from app.screens.confirm import ConfirmScreen, StagePicker
@@ -12,15 +11,8 @@ from engine.stages.registry import STAGES
 from engine.store import RunStore
 from tests.conftest import write_config
 from tests.uifixtures import make_fixture_run
+from tests.uifixtures import wait_for as _wait_for
 
-
-async def _wait_for(pilot, cond, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.1)
-        if cond():
-            return
-    raise AssertionError("condition not met in time")
 
 
 async def test_escape_returns_focus_to_table_and_filters_never_trap(runs_dir):

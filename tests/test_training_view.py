@@ -16,15 +16,8 @@ from engine.runner.progress import EtaMeter, eta_left, progress_cell
 from engine.store import RunStore
 from tests.conftest import ROOT
 from tests.uifixtures import T0, make_fixture_run
+from tests.uifixtures import wait_for as _wait_for
 
-
-async def _wait_for(pilot, cond, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        await pilot.pause(0.1)
-        if cond():
-            return
-    raise AssertionError("condition not met in time")
 
 
 def _text(strips) -> str:

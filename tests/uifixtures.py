@@ -51,3 +51,23 @@ def make_fixture_run(root: Path, run_id: str = "20260211-101500-snap", traces: i
             s._conn.execute("UPDATE logs SET time = ?", (T0,))
         s.log("sft", "example failure " + MARKUP, "error")
     return run_dir
+
+
+def text_of(widget) -> str:
+    """What a Static shows, as plain text."""
+    from rich.text import Text
+
+    content = widget.render()
+    return content.plain if isinstance(content, Text) else str(content)
+
+
+async def wait_for(pilot, cond, timeout: float = 30.0) -> None:
+    """Let the app run until cond() holds; fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        await pilot.pause(0.1)
+        if cond():
+            return
+    raise AssertionError("condition not met in time")
