@@ -155,7 +155,7 @@ def test_a_reader_of_an_older_run_gets_it_migrated_by_a_writer(tmp_path):
 
 
 def test_the_panel_poller_marks_a_crash_through_the_named_path(tmp_path):
-    from app.watch import Poller
+    from engine.runner.follow import Follower as Poller  # the reader the panel polls with
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

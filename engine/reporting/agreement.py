@@ -8,56 +8,26 @@ from typing import Any
 from engine.store import RunStore
 
 
-def _ranks(xs: list[float]) -> list[float]:
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    ranks = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1  # ties share the mean rank
-        i = j + 1
-    return ranks
-
-
-def _pearson(a: list[float], b: list[float]) -> float | None:
-    n = len(a)
-    if n < 2:
-        return None
-    ma, mb = sum(a) / n, sum(b) / n
-    va = sum((x - ma) ** 2 for x in a)
-    vb = sum((y - mb) ** 2 for y in b)
-    if va == 0 or vb == 0:
-        return None
-    return sum((x - ma) * (y - mb) for x, y in zip(a, b)) / math.sqrt(va * vb)
+def _finite(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def spearman(a: list[float], b: list[float]) -> float | None:
-    return _pearson(_ranks(a), _ranks(b))
+    """Spearman's rho (scipy); None when undefined (fewer than two pairs, or a constant side)."""
+    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
+        return None
+    from scipy.stats import spearmanr
+
+    return _finite(spearmanr(a, b).statistic)
 
 
 def kendall_tau_b(a: list[float], b: list[float]) -> float | None:
-    n = len(a)
-    if n < 2:
+    """Kendall's tau-b with ties (scipy, O(n log n)); None when undefined."""
+    if len(a) < 2 or len(set(a)) < 2 or len(set(b)) < 2:
         return None
-    conc = disc = ties_a = ties_b = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif (da > 0) == (db > 0):
-                conc += 1
-            else:
-                disc += 1
-    denom = math.sqrt((conc + disc + ties_a) * (conc + disc + ties_b))
-    return None if denom == 0 else (conc - disc) / denom
+    from scipy.stats import kendalltau
+
+    return _finite(kendalltau(a, b, variant="b").statistic)
 
 
 def krippendorff_alpha(a: list[float], b: list[float]) -> float | None:
