@@ -18,3 +18,24 @@ def peak_rss_mb() -> float:
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def demo_grpo_context(tmp: Path, edit=None):
+    """(cfg, StageContext, base model path) for the demo's grpo stage in a fresh run folder; `edit(cfg)` first."""
+    from engine import config
+    from engine.config import STAGES
+    from engine.runner.context import StageContext
+    from engine.store import RunStore
+    from engine.training import models
+
+    cfg = config.load(ROOT / "data" / "configs" / "demo.toml")
+    cfg.run.checkpoint_steps = 10_000
+    if edit is not None:
+        edit(cfg)
+    run_dir = tmp / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config.save(cfg, run_dir / "config.toml")
+    store = RunStore(run_dir / "run.db", create=True)
+    store.init_run("bench", "bench", "demo", STAGES, ["grpo"])
+    store.start_attempt("grpo", 0)
+    return cfg, StageContext(name="grpo", run_dir=run_dir, cfg=cfg, store=store), models.base_path(cfg, run_dir)

@@ -13,7 +13,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from _util import ROOT
+from _util import demo_grpo_context
 
 STEPS = 3
 LATENCY_S = 0.5
@@ -21,25 +21,13 @@ CONCURRENCY = 8
 
 
 def _setup(tmp: Path, judge_url: str | None, concurrency: int):
-    from engine import config
-    from engine.config import STAGES
-    from engine.runner.context import StageContext
-    from engine.store import RunStore
-    from engine.training import models
+    def use_judge(cfg) -> None:
+        if judge_url:
+            j = cfg.judge.llm
+            j.backend, j.base_url, j.model = "openai", judge_url, "fake-judge"
+            j.concurrency, j.rpm, j.max_retries = concurrency, 100_000, 0
 
-    cfg = config.load(ROOT / "data" / "configs" / "demo.toml")
-    cfg.run.checkpoint_steps = 10_000
-    if judge_url:
-        j = cfg.judge.llm
-        j.backend, j.base_url, j.model = "openai", judge_url, "fake-judge"
-        j.concurrency, j.rpm, j.max_retries = concurrency, 100_000, 0
-    run_dir = tmp / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(cfg, run_dir / "config.toml")
-    store = RunStore(run_dir / "run.db", create=True)
-    store.init_run("bench", "bench", "demo", STAGES, ["grpo"])
-    store.start_attempt("grpo", 0)
-    return cfg, StageContext(name="grpo", run_dir=run_dir, cfg=cfg, store=store), models.base_path(cfg, run_dir)
+    return demo_grpo_context(tmp, use_judge)
 
 
 def run(tmp: Path, judge_url: str | None, concurrency: int = CONCURRENCY) -> tuple[float, list]:

@@ -13,30 +13,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from _util import ROOT, peak_rss_mb
+from _util import ROOT, demo_grpo_context, peak_rss_mb
 
 STEPS = 8
 ROUNDS = 3
 
 
 def _setup(tmp: Path):
-    from engine import config
-    from engine.training import models
-    from engine.config import STAGES
-    from engine.runner.context import StageContext
-    from engine.store import RunStore
-
-    cfg = config.load(ROOT / "data" / "configs" / "demo.toml")
-    cfg.run.checkpoint_steps = 10_000
-    run_dir = tmp / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config.save(cfg, run_dir / "config.toml")
-    store = RunStore(run_dir / "run.db", create=True)
-    store.init_run("bench", "bench", "demo", STAGES, ["grpo"])
-    store.start_attempt("grpo", 0)
-    ctx = StageContext(name="grpo", run_dir=run_dir, cfg=cfg, store=store)
-    base = models.base_path(cfg, run_dir)
-    return cfg, ctx, base
+    return demo_grpo_context(tmp)
 
 
 def ours(tmp: Path, out: str) -> list[float]:
