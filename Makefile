@@ -37,7 +37,8 @@ $(VENV)/pyvenv.cfg:
 
 # What the panel and the demo need, nothing more: the core dependencies at their locked versions.
 $(RUN_STAMP): pyproject.toml $(LOCK) | $(VENV)/pyvenv.cfg
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) $(TORCH_FROM) torch
+	@# torch alone from the CPU index (its dependencies come from PyPI in the next step, at their locked versions).
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) --no-deps $(TORCH_FROM) torch
 	$(PIP) -e .
 	@touch $(RUN_STAMP)
 
@@ -77,7 +78,7 @@ upgrade-check:
 	rm -rf $(UPGRADE_VENV)
 	$(PYTHON) -m venv $(UPGRADE_VENV)
 	$(UPY) -m pip install -q --upgrade pip
-	$(UPY) -m pip install -q $(TORCH_FROM) "$(UPGRADE_TORCH)"
+	$(UPY) -m pip install -q --no-deps $(TORCH_FROM) "$(UPGRADE_TORCH)"
 	$(UPY) -m pip install -q -e ".[test]"
 	-$(UPY) -m pip uninstall -q -y torchvision
 	@echo "versions that differ from $(LOCK) (< locked, > newest):"
