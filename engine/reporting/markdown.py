@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from engine.dims import DIMENSIONS
-from engine.stages.registry import TRAINING_STAGES
+from engine.registry import TRAINING_STAGES
 from engine.store import RunStore
 
 
@@ -74,7 +74,7 @@ def write_report(run_dir: Path) -> Path:
             for stage, r in estimates.items():
                 f = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
                 lines.append(f"| {stage} | {f(r.get('estimate_gb'))} | {f(r.get('measured_peak_gb'))} | {f(r.get('median_step_s'))} |")
-        from engine.reporting.health import health_section
+        from engine.reporting.health_table import health_section
 
         lines += health_section(store, run_dir)
         battery = store.results("eval", "battery")

@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from engine.store import RunStore
-from engine.training.health import NO_DATA, RULES, Facts, replay
+from engine.training.health_rules import NO_DATA, RULES, Facts, replay
 
 HEALTH_STAGES = ("judge", "grpo", "grpo-dims", "smoke")
 
