@@ -45,10 +45,6 @@ class StageContext:
         return path
 
     @property
-    def section(self) -> Any:
-        return self.cfg.section(self.name)
-
-    @property
     def run_id(self) -> str:
         return self.run_dir.name
 

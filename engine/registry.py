@@ -1,7 +1,8 @@
-"""The one stage registry: every stage's name, module, config section, whether it trains, and what it emits.
+"""The one stage registry: every stage's name, module, whether it trains, and the result kinds it writes.
 
-The config, the worker, the panel and the report read it. Adding a stage is one module in `engine/stages/` plus
-one `StageSpec` line below. `ABA_STAGE_MODULES=name=module[,name=module...]` registers extra stages at import time
+The config (stage names), the worker (the module), the panel and the report (training stages; which stages hold
+`health` and `vram` results) read it. A stage's config section is the `Config` field named after it. Adding a stage
+is one module in `engine/stages/` plus one `StageSpec` line below. `ABA_STAGE_MODULES=name=module[,name=module...]` registers extra stages at import time
 (tests use it for fast stand-in stages); every process of a run inherits it.
 """
 
@@ -16,37 +17,34 @@ from dataclasses import dataclass
 class StageSpec:
     name: str  # the contract name (`aba start RUN grpo`)
     module: str  # the module with `run(ctx)`
-    section: str | None  # its config section, if it has one
     trains: bool = False  # writes training metrics (loss, reward, VRAM): shown on the Training screen
-    emits: tuple[str, ...] = ()  # result kinds it writes (`ctx.result(kind, ...)`), read by the report and panel
-    summary: str = ""
+    emits: tuple[str, ...] = ()  # result kinds it writes (`ctx.result(kind, ...)`); see stages_emitting
 
 
-def _s(name: str, section: str | None, summary: str, *, trains: bool = False, emits: tuple[str, ...] = ()) -> StageSpec:
-    return StageSpec(name, f"engine.stages.{name.replace('-', '_')}", section, trains, emits, summary)
+def _s(name: str, *, trains: bool = False, emits: tuple[str, ...] = ()) -> StageSpec:
+    return StageSpec(name, f"engine.stages.{name.replace('-', '_')}", trains, emits)
 
 
 # Pipeline order: the order stages run in when several are asked for.
 BUILTIN: tuple[StageSpec, ...] = (
-    _s("smoke", "smoke", "Step 0: 10 SFT + 10 GRPO steps, backend and peak VRAM", trains=True, emits=("report", "vram")),
-    _s("datagen", "datagen", "tiered reasoning traces per prompt"),
-    _s("judge", "judge", "nine-dimension scores per trace"),
-    _s("sft", "sft", "QLoRA SFT on chosen traces", trains=True, emits=("vram",)),
-    _s("grpo", "grpo", "GRPO with the nine reward functions", trains=True, emits=("vram",)),
-    _s("eval", "eval", "battery, tournament, checklist", emits=("battery", "heldout", "ratings", "winrate", "checklist")),
-    _s("export", "export", "merged safetensors and GGUF", emits=("export",)),
-    _s("grpo-dims", "grpo_dims", "Strategy B: one GRPO LoRA per dimension", trains=True, emits=("vram",)),
-    _s("ties", "ties", "Strategy B: TIES merge of the dimension LoRAs"),
-    _s("commitment", "commitment", "seed 003 phase 1: commitment-vector sweep", emits=("cell",)),
-    _s("entangled", "entangled", "seed 003 phase 2: variational head + W_c", trains=True),
+    _s("smoke", trains=True, emits=("report", "vram", "health", "completions")),  # Step 0: SFT + GRPO steps, peak VRAM
+    _s("datagen"),  # tiered reasoning traces per prompt
+    _s("judge", emits=("audit", "health")),  # nine-dimension scores per trace; the judge audit
+    _s("sft", trains=True, emits=("vram",)),  # QLoRA SFT on chosen traces
+    _s("grpo", trains=True, emits=("vram", "health", "audit", "reward_gain", "completions")),  # GRPO, nine rewards
+    _s("eval", emits=("battery", "heldout", "ratings", "winrate", "checklist")),  # battery, tournament, checklist
+    _s("export", emits=("export",)),  # merged safetensors and GGUF
+    _s("grpo-dims", trains=True, emits=("vram", "health", "completions")),  # Strategy B: one GRPO LoRA per dimension
+    _s("ties"),  # Strategy B: TIES merge of the dimension LoRAs
+    _s("commitment", emits=("cell",)),  # seed 003 phase 1: commitment-vector sweep
+    _s("entangled", trains=True),  # seed 003 phase 2: variational head + W_c
 )
 
 
 def _extra() -> tuple[StageSpec, ...]:
     pairs = (item.split("=", 1) for item in filter(None, os.environ.get("ABA_STAGE_MODULES", "").split(",")))
     known = {s.name for s in BUILTIN}
-    return tuple(StageSpec(name, module, None, summary="registered through ABA_STAGE_MODULES")
-                 for name, module in pairs if name not in known)
+    return tuple(StageSpec(name, module) for name, module in pairs if name not in known)
 
 
 def _override() -> dict[str, str]:
@@ -61,8 +59,9 @@ STAGES: tuple[str, ...] = tuple(s.name for s in SPECS)
 TRAINING_STAGES: tuple[str, ...] = tuple(s.name for s in SPECS if s.trains)
 
 
-def spec(name: str) -> StageSpec:
-    return BY_NAME[name]
+def stages_emitting(kind: str) -> tuple[str, ...]:
+    """The stages that write `kind` results, in pipeline order (the report and `aba health` read these)."""
+    return tuple(s.name for s in SPECS if kind in s.emits)
 
 
 def stage_module(name: str):

@@ -297,7 +297,3 @@ class Config:
     commitment: CommitmentConfig = _f(CommitmentConfig, "Seed 003 phase 1: commitment-vector injection sweep.")
     entangled: EntangledConfig = _f(EntangledConfig, "Seed 003 phase 2: trained variational head.")
     health: HealthConfig = _f(HealthConfig, "The GRPO doctor: health-rule thresholds and the judge audit.")
-
-    def section(self, stage: str) -> Any:
-        """The config section a stage reads."""
-        return getattr(self, stage.replace("-", "_"))

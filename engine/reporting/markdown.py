@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from engine.dims import DIMENSIONS
-from engine.registry import TRAINING_STAGES
+from engine.registry import TRAINING_STAGES, stages_emitting
 from engine.store import RunStore
 
 
@@ -68,7 +68,7 @@ def write_report(run_dir: Path) -> Path:
         if _chart(out / "vram.png", "VRAM used against the estimate (samples, 1 s apart)", vram, "MB"):
             charts.append(("VRAM against the estimate", "vram.png"))
         lines += ["", "## Charts", ""] + [f"![{t}]({f})" for t, f in charts] if charts else ["", "(no training metrics yet)"]
-        estimates = {k: v for stage in TRAINING_STAGES for k, v in store.results(stage, "vram").items()}
+        estimates = {k: v for stage in stages_emitting("vram") for k, v in store.results(stage, "vram").items()}
         if estimates:
             lines += ["", "| stage | VRAM estimate GB | measured peak GB | median step s |", "|---|---|---|---|"]
             for stage, r in estimates.items():
