@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from engine.training import models
+from engine.models import loading as models
 from tests.conftest import DEMO, ROOT
 
 NAME = "demo:tiny-qwen3"

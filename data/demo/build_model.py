@@ -2,7 +2,7 @@
 
     python data/demo/build_model.py            # seed 3407, the demo's (data/configs/demo.toml)
 
-It runs the very code a run uses when no shipped build fits (engine.training.models._build_demo_base: the tiny
+It runs the very code a run uses when no shipped build fits (engine.models.loading._build_demo_base: the tiny
 Qwen3 config, seeded, a few seconds of pre-training on the shipped text), so the demo's first run starts training
 at once. built_from.json records the seed and the fingerprint of the tokenizer, the shipped text and the tiny
 config; a run uses the shipped weights only while both match, and builds its own otherwise. Rerun this script
@@ -27,7 +27,7 @@ def build(seed: int, dest: Path) -> Path:
     import torch
     import transformers
 
-    from engine.training import models
+    from engine.models import loading as models
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model"
