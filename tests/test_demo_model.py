@@ -36,7 +36,6 @@ def test_the_script_rebuilds_the_shipped_weights(tmp_path):
     """The committed file is what data/demo/build_model.py makes from the seed (same code, same pre-training)."""
     import importlib.util
 
-    import torch
     from safetensors.torch import load_file
 
     spec = importlib.util.spec_from_file_location("build_model", ROOT / "data" / "demo" / "build_model.py")
@@ -45,5 +44,7 @@ def test_the_script_rebuilds_the_shipped_weights(tmp_path):
     rebuilt = load_file(script.build(SEED, tmp_path / "tiny") / "model.safetensors")
     shipped = load_file(models.DEMO_SHIPPED / "model.safetensors")
     assert rebuilt.keys() == shipped.keys()
-    for key in shipped:  # float sums may differ in the last bits between CPUs; the weights must not
-        torch.testing.assert_close(rebuilt[key], shipped[key], rtol=1e-3, atol=1e-4, msg=key)
+    # Float sums may differ in the last bits between CPUs and grow a little over 200 AdamW steps; another seed or
+    # recipe gives weights about 100% apart, so 1% relative (Frobenius) distance per tensor tells them apart.
+    far = {k: float((rebuilt[k] - shipped[k]).norm() / shipped[k].norm().clamp_min(1e-12)) for k in shipped}
+    assert max(far.values()) < 1e-2, sorted(far.items(), key=lambda kv: -kv[1])[:3]
