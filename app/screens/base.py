@@ -1,4 +1,4 @@
-"""What the panel's screens share: store reads in thread workers, and their failures in the app's one handler."""
+"""What the panel's screens and widgets share: store reads in thread workers, and their failures in the app's one handler."""
 
 from __future__ import annotations
 
@@ -6,13 +6,19 @@ from textual.screen import Screen
 from textual.worker import Worker
 
 
-class ReadingScreen(Screen):
-    """A screen whose store reads run in `@work(thread=True, exclusive=True, exit_on_error=False)` workers.
+class ReportsFailures:
+    """Mixed into every screen or widget that starts a worker (`@work(..., exit_on_error=False)`).
 
-    The worker posts a message with what it read; the handler (on the UI thread) fills the widgets. A worker's
-    state change goes to the node that started it and does not bubble, so this hands it to the app, where every
-    failure is reported the same way.
+    A worker's state change goes to the node that started it and does not bubble, so without this a failed read
+    would vanish. This hands it to the app's `on_worker_state_changed`, where every failure is reported the same
+    way (a notification naming the error). `tests/test_panel_failures.py` checks every node with a worker has it.
     """
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
-        self.app.on_worker_state_changed(event)  # type: ignore[attr-defined]
+        if self is not self.app:  # type: ignore[attr-defined]
+            self.app.on_worker_state_changed(event)  # type: ignore[attr-defined]
+
+
+class ReadingScreen(ReportsFailures, Screen):
+    """A screen whose store reads run in `@work(thread=True, exclusive=True, exit_on_error=False)` workers: the
+    worker posts a message with what it read; the handler (on the UI thread) fills the widgets."""

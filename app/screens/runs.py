@@ -15,6 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Select, Static
 
+from app.screens.base import ReportsFailures
 from app.widgets.chart import PALETTE, Line, LineChart
 from engine.dims import DIMENSIONS, SHORT
 from engine.runner import supervisor as sup
@@ -86,7 +87,7 @@ def compare_marked(paths: list[Path], key: str | None) -> dict[str, Any]:
             "tournaments": tournaments, "series": series}
 
 
-class RunsScreen(Screen):
+class RunsScreen(ReportsFailures, Screen):
     BINDINGS = [
         Binding("enter", "open_run", "Open"),
         Binding("space", "mark", "Mark to compare"),

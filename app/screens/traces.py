@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from app.screens.base import ReportsFailures
 from app.screens.trace_agreement import AgreementPane
 from app.screens.trace_detail import DetailScroll, EditDone, IdsLoaded, TraceLoaded, TraceView, make_view, scores_table
 from app.screens.trace_dialogs import Filters, FilterScreen, ScoreInput, SortPicker
@@ -26,7 +27,7 @@ from engine.store import RunStore
 from engine.text import inert
 
 
-class TracesScreen(AgreementPane, Screen):
+class TracesScreen(ReportsFailures, AgreementPane, Screen):
     BINDINGS = [
         Binding("escape", "focus_table", "Table", show=False),
         Binding("left_square_bracket", "dim(-1)", "prev dim", show=False),
