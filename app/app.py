@@ -33,6 +33,9 @@ class AbaApp(RunControl, App):
     TITLE = "aba-tui"
     SUB_TITLE = "Entropy-Joy pipeline"
     CSS_PATH = ROOT / "styles" / "app.tcss"
+    # Screen classes for narrow and short terminals (styles/app.tcss lays the rooms out again at 80x24).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
         # Rooms: listed in the help screen and the palette, kept out of the footer so it stays short at 80 columns.
         Binding("f2", "switch_mode('pipeline')", "Pipeline", show=False),
@@ -43,7 +46,7 @@ class AbaApp(RunControl, App):
         Binding("f7", "switch_mode('commitment')", "Commitment", show=False),
         # Run control: one meaning on every screen; each asks first where it stops, replaces or doubles work.
         Binding("n", "new_run", "new run", show=False),
-        Binding("s", "start_stage", "start stage"),
+        Binding("s", "start_stage", "start stage", show=False),
         Binding("c", "cancel", "cancel", show=False),
         Binding("r", "resume_run", "resume", show=False),
         Binding("k", "skip", "skip", show=False),

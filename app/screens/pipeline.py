@@ -39,11 +39,11 @@ def _reason(s, width: int) -> Text:
 class PipelineScreen(Screen):
     # The run-control keys (n s c r k e) are the app's, the same on every screen; here they act on the selected row.
     BINDINGS = [
-        Binding("n", "app.new_run", "new run"),
-        Binding("s", "app.start_stage", "start…"),
-        Binding("c", "app.cancel", "cancel…"),
-        Binding("r", "app.resume_run", "resume…"),
-        Binding("k", "app.skip", "skip…"),
+        Binding("n", "app.new_run", "new"),
+        Binding("s", "app.start_stage", "start"),
+        Binding("c", "app.cancel", "cancel"),
+        Binding("r", "app.resume_run", "resume"),
+        Binding("k", "app.skip", "skip"),
         Binding("e", "app.edit_config", "config"),
     ]
 
@@ -53,7 +53,7 @@ class PipelineScreen(Screen):
             yield Static(id="run-title")
             yield DataTable(id="stages", cursor_type="row", zebra_stripes=True)
             yield RichLog(id="pipeline-log", markup=False, highlight=False, wrap=True, max_lines=500)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # q and ? stay on at 80 columns (ctrl+p: palette)
 
     def on_mount(self) -> None:
         table = self.query_one("#stages", DataTable)

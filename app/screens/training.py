@@ -35,10 +35,10 @@ CHART_EVERY_S = 0.25  # live charts at 4 Hz: a poll (0.2 s) plus this stays unde
 
 class TrainingScreen(ReportsFailures, Screen):
     BINDINGS = [
-        Binding("tab", "next_stage(1)", "next stage", priority=True),
+        Binding("tab", "next_stage(1)", "stage", priority=True),
         Binding("shift+tab", "next_stage(-1)", "prev stage", show=False, priority=True),
-        Binding("m", "toggle_multiples", "one chart/multiples"),
-        Binding("t", "toggle_smooth", "EMA trend"),
+        Binding("m", "toggle_multiples", "multiples"),
+        Binding("t", "toggle_smooth", "EMA"),
         Binding("0", "toggle_total", "total", show=False),
         *[Binding(str(i + 1), f"toggle_dim({i})", f"toggle {SHORT[d]}", show=False) for i, d in enumerate(DIMENSIONS)],
         Binding("l", "completions", "completions"),
@@ -68,7 +68,7 @@ class TrainingScreen(ReportsFailures, Screen):
         yield Header()
         yield Static(id="training-title")
         yield HealthStrip(id="health-strip")
-        with Horizontal():
+        with Horizontal(id="training-main"):
             with VerticalScroll(id="training-charts"):
                 yield LineChart("reward", id="chart-reward")
                 yield LineChart("judge", id="chart-judge")
@@ -79,7 +79,7 @@ class TrainingScreen(ReportsFailures, Screen):
                 yield VramPanel(id="vram")
                 yield Static(id="samples")
                 yield RichLog(id="training-log", markup=False, wrap=True, max_lines=300, min_width=20)  # wrap to the pane
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # q and ? stay on at 80 columns (ctrl+p: palette)
 
     def on_mount(self) -> None:
         self.query_one("#dim-grid").display = False

@@ -86,7 +86,7 @@ class HealthStrip(Vertical):
     HealthStrip > #health-chips { height: auto; grid-size: 7; grid-rows: 1; grid-gutter: 0 1; }
     HealthStrip .rule-chip { width: 1fr; height: 1; }
     HealthStrip .rule-chip:focus { background: $boost; text-style: bold; }
-    HealthStrip > #health-explain { height: auto; color: $text-muted; }
+    HealthStrip > #health-explain { height: auto; max-height: 2; color: $text-muted; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:

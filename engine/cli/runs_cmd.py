@@ -41,7 +41,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    from rich import box
     from rich.table import Table
     from rich.text import Text
 
@@ -63,7 +62,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     # On a terminal: every metric column whole and on screen; the run id, name and data source are cut in the
     # middle to what is left, the stages wrap (one mark per stage: ✓ succeeded, ✗ failed, ▶ running, · pending).
     metrics = ["time", "SFT loss", "reward", *[SHORT[d] for d in DIMENSIONS], "rating", "check"]
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, title=f"runs in {root}")
+    table = Table(box=None, padding=(0, 1), pad_edge=False, collapse_padding=True, header_style="bold underline",
+                  title=f"runs in {root}")  # one space between columns: each costs its width + 1
     cells = []
     for r in rows:
         rating = r["rating"]
@@ -72,15 +72,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
                       f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
                       f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else ""])
     widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(metrics)]
-    left = max(c.width - sum(w + 1 for w in widths) - 3, 30)  # what the id, name, data and stages share
-    id_w = min(max((len(r["id"]) for r in rows), default=3), max(left // 3, 12))
-    name_w = min(max((len(r["name"]) for r in rows), default=4), max(left // 5, 6))
-    rest = max(left - id_w - name_w - 3, 10)
+    left = max(c.width - sum(w + 1 for w in widths) - 4, 36)  # what the id, name, data and stages share
+    id_w = min(max((len(r["id"]) for r in rows), default=3), max(left * 2 // 5, 12))
+    name_w = min(max((len(r["name"]) for r in rows), default=4), max(left // 4, 6))
+    rest = max(left - id_w - name_w - 2, 10)
     table.add_column("run", no_wrap=True, width=id_w)
     table.add_column("name", no_wrap=True, width=name_w)
     for h, w in zip(metrics, widths):
         table.add_column(h, no_wrap=True, justify="right", min_width=w)
-    table.add_column("stages · data", overflow="fold", min_width=min(rest, 10), ratio=1)
+    table.add_column("stages · data", overflow="fold", width=rest)
     for r, row in zip(rows, cells):
         stages = " ".join(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())
         data = f"  data: {r['data']}" if r["data"] else ""
