@@ -91,6 +91,10 @@ class TrainingScreen(ReportsFailures, Screen):
     def on_screen_resume(self) -> None:
         self.update_from(self.app.model, force=True)  # type: ignore[attr-defined]
 
+    def on_resize(self) -> None:
+        if self.query("#training-title"):  # the header's hints fit the new width
+            update_if_changed(self.query_one("#training-title", Static), self._title(self.app.model))  # type: ignore[attr-defined]
+
     # -- which stage: those of the run that train; the running one unless the user chose -----------
 
     def run_stages(self, model: RunModel) -> list[str]:
