@@ -45,13 +45,6 @@ def inert(text: object, *, tab: int = TAB, oneline: bool = False) -> str:
     return s
 
 
-def inert_text(text: object, style: str = "", *, oneline: bool = False):
-    """A rich Text of `inert(text)`: literal (no markup parsing), safe to draw."""
-    from rich.text import Text
-
-    return Text(inert(text, oneline=oneline), style=style)
-
-
 def cut_middle(text: str, width: int) -> str:
     """`text` in at most `width` cells, cut in the middle (`20260211…0-snap`): both ends of a run id or a name say
     more than either end alone. Wide characters count as two cells."""

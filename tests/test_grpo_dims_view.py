@@ -10,13 +10,13 @@ from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from app.app import make_app
 from app.widgets.chart import LineChart
-from app.widgets.health import HealthStrip, RuleChip
+from app.widgets.health_strip import HealthStrip, RuleChip
 from engine import config as config_mod
-from engine.reporting.health import health_rows, health_section
-from engine.runner.context import StageContext
+from engine.reporting.health_table import health_rows, health_section
+from engine.context import StageContext
 from engine.store import RunStore
 from engine.training.callbacks import StoreCallback
-from engine.training.health import HealthMonitor, HealthReporter
+from engine.training.health_rules import HealthMonitor, HealthReporter
 from tests.conftest import aba
 from tests.uifixtures import make_fixture_run, text_of, wait_for
 

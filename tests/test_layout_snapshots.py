@@ -7,7 +7,7 @@ import pytest
 from textual.widgets import Footer
 
 from app.app import make_app
-from app.widgets.health import RuleChip
+from app.widgets.health_strip import RuleChip
 from tests.uifixtures import make_fixture_run, wait_for
 
 FIXED_HOST = {"sys_used_mb": 6144.0, "sys_total_mb": 24576.0, "sys_cpu": 37.0, "cores": 2}

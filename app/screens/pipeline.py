@@ -11,21 +11,19 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
-from app.watch import RunModel
+from app.run_model import RunModel
+from engine.progress import duration, progress_cell
+from engine.registry import STAGES
 from engine.runner import supervisor as sup
-from engine.runner.progress import progress_cell
 from engine.text import cut_words, inert
-from engine.stages.registry import STAGES
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "crashed": "bold red", "cancelled": "yellow",
                 "running": "bold cyan", "pending": "dim", "skipped": "dim italic"}
 
 
-def _duration(started: float | None, ended: float | None) -> str:
-    if not started:
-        return ""
-    secs = int((ended or time.time()) - started)
-    return f"{secs // 60}m{secs % 60:02d}s" if secs >= 60 else f"{secs}s"
+def _elapsed(started: float | None, ended: float | None) -> str:
+    """How long a stage ran (or has run so far), in engine.progress.duration's words."""
+    return duration((ended or time.time()) - started) if started else ""
 
 
 def _reason(s, width: int) -> Text:
@@ -104,7 +102,7 @@ class PipelineScreen(Screen):
                 prog = progress_cell(s.status, s.progress, s.progress_total, getattr(app, "etas", {}).get(s.name))
                 table.add_row(
                     s.name, Text(s.status, style=STATUS_STYLE.get(s.status, "")), str(s.attempts),
-                    _duration(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), _reason(s, reason_w),
+                    _elapsed(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), _reason(s, reason_w),
                     key=s.name,
                 )
         else:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from engine.registry import stages_emitting
 from engine.store import RunStore
-from engine.training.health import NO_DATA, RULES, Facts, replay
+from engine.training.health_rules import NO_DATA, RULES, Facts, replay
 
-HEALTH_STAGES = ("judge", "grpo", "grpo-dims", "smoke")
 
 
 def _replayed(store: RunStore, stage: str, cfg: Any) -> list[dict[str, Any]]:
@@ -31,7 +31,7 @@ def health_rows(store: RunStore, cfg: Any = None) -> list[dict[str, Any]]:
     rows come once per dimension, labelled with it (`dimension`; None elsewhere)."""
     out = []
     known = {r.name for r in RULES}
-    for stage in HEALTH_STAGES:
+    for stage in stages_emitting("health"):
         stored = store.results(stage, "health")
         if not stored and stage == "grpo" and cfg is not None:
             groups = {None: _replayed(store, stage, cfg)}
@@ -96,7 +96,7 @@ def health_section(store: RunStore, run_dir: Any) -> list[str]:
     except Exception:  # a report never fails over a config it cannot read
         cfg = None
     rows = health_rows(store, cfg)
-    gains = {stage: g for stage in HEALTH_STAGES for g in store.results(stage, "reward_gain").values()}
+    gains = {stage: g for stage in stages_emitting("reward_gain") for g in store.results(stage, "reward_gain").values()}
     audit = store.results("judge", "audit") or store.results("grpo", "audit")
     if not rows and not gains and not audit:
         return []

@@ -7,6 +7,7 @@ import json
 
 from engine.cli.common import console
 from engine.dims import DIMENSIONS, SHORT
+from engine.progress import duration
 from engine.runner import supervisor as sup
 from engine.text import cut_middle, inert
 
@@ -24,13 +25,6 @@ def _wide():
     if not c.is_terminal:
         c.width = 240
     return c
-
-
-def _duration(s: float | None) -> str:
-    if s is None:
-        return ""
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -52,7 +46,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             rating = r["rating"]
             table.add_row(
                 r["id"], Text(r["name"]), Text(r["data"]), " ".join(f"{k}:{v}" for k, v in r["stages"].items()),
-                _duration(r["duration_s"]), _f(r["sft_loss"]), _f(r["grpo_reward"]),
+                duration(r["duration_s"]), _f(r["sft_loss"]), _f(r["grpo_reward"]),
                 *[_f(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
                 f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
                 f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else "",
@@ -67,7 +61,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     cells = []
     for r in rows:
         rating = r["rating"]
-        cells.append([_duration(r["duration_s"]), _f(r["sft_loss"], "{:.3f}"), _f(r["grpo_reward"], "{:.3f}"),
+        cells.append([duration(r["duration_s"]), _f(r["sft_loss"], "{:.3f}"), _f(r["grpo_reward"], "{:.3f}"),
                       *[_f(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
                       f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
                       f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else ""])
