@@ -10,7 +10,7 @@ from pathlib import Path
 from textual.app import App
 
 from app.app import make_app
-from app.screens.base import ReportsFailures
+from app.failures import ReportsFailures
 from app.widgets import trace_table
 from app.widgets.trace_table import TraceTable
 from engine.store import RunStore

@@ -14,7 +14,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
-from app.screens.base import ReportsFailures
+from app.failures import ReportsFailures
 from engine.dims import DIMENSIONS, SHORT
 from engine.store import RunStore
 from engine.text import inert

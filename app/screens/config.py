@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static, TextArea
 
-from app.screens.base import ReportsFailures
+from app.failures import ReportsFailures
 from engine import config as config_mod
 from engine.errors import UserError
 

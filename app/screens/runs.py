@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Select, Static
 
-from app.screens.base import ReportsFailures
+from app.failures import ReportsFailures
 from app.widgets.chart import PALETTE, Line, LineChart
 from engine.dims import DIMENSIONS, SHORT
 from engine.progress import duration

@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from app.screens.base import ReportsFailures
+from app.failures import ReportsFailures
 from app.screens.trace_agreement import AgreementPane
 from app.screens.trace_detail import DetailScroll, EditDone, IdsLoaded, TraceLoaded, TraceView, make_view, scores_table
 from app.screens.trace_dialogs import Filters, FilterScreen, ScoreInput, SortPicker

@@ -17,7 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, RichLog, Static
 
 from app.run_model import RunModel
-from app.screens.base import ReportsFailures
+from app.failures import ReportsFailures
 from app.widgets.quiet import update_if_changed
 from app.widgets.chart import PALETTE, Line, LineChart
 from app.widgets.health_strip import DoctorCharts, HealthStrip, step_at

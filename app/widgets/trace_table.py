@@ -15,7 +15,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from app.screens.base import ReportsFailures
+from app.failures import ReportsFailures
 from engine.dims import DIMENSIONS, SHORT
 from engine.store import RunStore
 from engine.text import inert
