@@ -12,7 +12,7 @@ from tests.uifixtures import MARKUP, T0, make_fixture_run
 def _kept_turn(run_dir) -> None:
     with RunStore(run_dir / "run.db") as s:
         for i, model in enumerate(("base", "sft", "grpo")):
-            scores = {d: round(((i * 5 + j * 3) % 10) / 10, 2) for j, d in enumerate(DIMENSIONS)}
+            scores = {d: round(((i * 3 + j * 3) % 10) / 10, 2) for j, d in enumerate(DIMENSIONS)}
             s.add_exchange(dict(
                 turn=1, time=T0 + i, model=model, model_source="run base" + " + adapter" * i,
                 prompt="Should I back up first? " + MARKUP, history=[],

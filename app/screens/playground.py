@@ -16,6 +16,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.containers import Container, Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
@@ -216,6 +217,7 @@ class PlaygroundScreen(ReadingScreen):
         yield Input(placeholder="ask the run's models… (Enter sends; follow-ups continue; ctrl+n new conversation)",
                     id="pg-prompt")
         yield Static(id="pg-status")
+        yield Static(id="pg-question")
         yield Horizontal(id="pg-panes")
         yield DataTable(id="pg-history", cursor_type="row")
         yield Footer()
@@ -314,15 +316,28 @@ class PlaygroundScreen(ReadingScreen):
             a = self.turn.answers.get(model)
             try:
                 pane = self.query_one(f"#pane-{model}", AnswerPane)
-            except Exception:
+            except NoMatches:
                 continue
             if a is not None:
-                pane.show(a, self.turn)
+                try:
+                    pane.show(a, self.turn)
+                except NoMatches:  # mounted, not yet composed: the next tick draws it
+                    self.dirty.add(model)
+                    continue
                 if model in self._first_seen and model not in self._painted:
                     self._painted.add(model)
                     self.first_paint.append(now - self._first_seen[model])
 
     def _build_panes(self, models: list[str]) -> None:
+        question = Text()
+        if self.turn is not None:
+            try:
+                how = ChatSettings.from_dict(self.turn.settings).short()
+            except UserError:
+                how = "settings unknown"
+            question.append(f"turn {self.turn.turn} ({how}): ", style="dim")
+            question.append(inert(self.turn.prompt, oneline=True), style="bold")
+        self.query_one("#pg-question", Static).update(question)
         panes = self.query_one("#pg-panes")
         panes.remove_children()
         panes.mount_all([AnswerPane(m) for m in models])

@@ -207,4 +207,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    sys.stderr.flush()
+    # The store is closed and every event written: leave now, without waiting on library threads (torch's and
+    # the tokenizer's pools kept the interpreter's shutdown waiting for seconds).
+    os._exit(code)
