@@ -81,9 +81,13 @@ class RunModels:
                 self.model.load_adapter(str(folder), adapter_name=name)
             else:
                 self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
-        except (OSError, ValueError, RuntimeError, KeyError) as err:  # bad safetensors, shape mismatch, wrong base
+        except Exception as err:  # bad safetensors, shape mismatch, another base's adapter: all a damaged folder
+            from peft import PeftModel as _P
+
+            if isinstance(self.model, _P) and name in self.model.peft_config:
+                self.model.delete_adapter(name)  # half-loaded: gone, so a fixed folder can be loaded later
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            raise UserError(f"{folder}: damaged adapter, cannot load it ({first})") from None
+            raise UserError(f"{folder}: damaged adapter, cannot load it ({type(err).__name__}: {first})") from None
         self.model.eval()
         self.adapters.add(name)
         self.log(f"adapter {name} loaded from {folder}")

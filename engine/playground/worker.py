@@ -159,6 +159,13 @@ class ChatWorker:
         except UserError as err:
             self.emit("error", turn=turn, model=name, message=str(err))
             return None
+        except Exception as err:  # not the user's doing: the traceback goes to the log, the worker stays up
+            import traceback
+
+            traceback.print_exc()
+            first = (str(err).strip().splitlines() or [""])[0][:200]
+            self.emit("error", turn=turn, model=name, message=f"{type(err).__name__}: {first} (see {self.run_dir / 'playground' / 'worker.log'})")
+            return None
         from engine.text import split_think
 
         reasoning, answer = split_think(gen.text)
