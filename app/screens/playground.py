@@ -245,6 +245,7 @@ class PlaygroundScreen(ReadingScreen):
 
     def on_resize(self) -> None:
         self.query_one("#pg-panes").set_class(self.size.width < NARROW, "-narrow")
+        self.query_one("#pg-history").set_class(self.size.height < 30, "-short")
 
     # -- the worker --------------------------------------------------------------------------
 
