@@ -40,6 +40,11 @@ def test_playground_snapshot(snap_compare, runs_dir, size):
                 break
             await pilot.pause(0.1)
         await pilot.press("ctrl+l", "enter")
-        await pilot.pause(0.5)
+        for _ in range(100):  # every pane drawn (the repaint runs at 30 Hz)
+            titles = [c.title for c in screen.query(".pg-think")]
+            if len(titles) == 3 and all("chars" in t for t in titles):
+                break
+            await pilot.pause(0.1)
+        await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=before)
