@@ -385,7 +385,7 @@ from pathlib import Path
 from engine import config
 from engine.config import STAGES
 from engine.store import RunStore
-from engine.training import models
+from engine.models import loading as models
 run = Path({run!r})
 cfg = config.load(Path({root!r}) / "data" / "configs" / "demo.toml")
 run.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ def test_stacked_adapters_answer_as_grpo_on_the_sft_merged_base(demo_run):
 
     from engine import config
     from engine.playground.engines import RunModels
-    from engine.training import models
+    from engine.models import loading as models
 
     cfg = config.load(demo_run / "config.toml")
     chat = RunModels(cfg, demo_run, lambda m: None)

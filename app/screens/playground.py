@@ -27,11 +27,16 @@ from engine.dims import DIMENSIONS, SHORT
 from engine.errors import UserError
 from engine.playground.answers import Answer, Turn
 from engine.playground.settings import ChatSettings
-from engine.text import inert, inert_text
+from engine.text import inert
 
 ROOT = Path(__file__).resolve().parents[2]
 REPAINT_S = 1 / 30
 NARROW = 110  # columns below which the panes stack
+
+
+def inert_text(text: object, style: str = "") -> Text:
+    """Model output as a literal rich Text (no markup parsing), made inert by the one sanitiser."""
+    return Text(inert(text), style=style)
 
 
 class AnswerPane(VerticalScroll):

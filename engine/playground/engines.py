@@ -51,7 +51,7 @@ class RunModels:
         self.lock = threading.Lock()
 
     def _load_base(self) -> None:
-        from engine.training import models
+        from engine.models import loading as models
 
         backend = models.pick_backend(self.cfg)
         base = models.base_path(self.cfg, self.run_dir, self.log)
@@ -73,7 +73,7 @@ class RunModels:
     def _load_adapter(self, name: str, folder: Path) -> None:
         from peft import PeftModel
 
-        from engine.training import models
+        from engine.models import loading as models
 
         models.check_adapter(folder)
         try:
@@ -174,7 +174,7 @@ class FolderModel(RunModels):
         self.path = path
 
     def _load_base(self) -> None:
-        from engine.training import models
+        from engine.models import loading as models
 
         backend = models.pick_backend(self.cfg)
         t0 = time.perf_counter()
@@ -197,27 +197,14 @@ class GGUFModel:
         self.fallback_template = fallback_template
 
     def _open(self, n_ctx: int):
-        import llama_cpp.llama_cpp as low
-        from llama_cpp import Llama
+        # The export's llama.cpp loader: llama.cpp's extra CPU buffer types (the AMX Q8_0 path) crash on some CPUs,
+        # it turns them off; the chat worker is its own process, so that touches no one else.
+        from engine.evaluation.llama_check import _llama
 
-        # As in the export's llama.cpp check: llama.cpp's extra CPU buffer types (weight repacking, the AMX Q8_0
-        # path) crash on some CPUs, and Llama() exposes no argument for the field; the plain path gives the same
-        # tokens. The chat worker is its own process, so changing the default here touches no one else.
-        if "use_extra_bufts" in {name for name, _ in low.llama_model_params._fields_} and not getattr(
-                low.llama_model_default_params, "_aba_plain", False):
-            default = low.llama_model_default_params
-
-            def plain():
-                params = default()
-                params.use_extra_bufts = False
-                return params
-
-            plain._aba_plain = True  # type: ignore[attr-defined]
-            low.llama_model_default_params = plain
         if not Path(self.path).is_file():
             raise UserError(f"GGUF {self.path}: no such file")
         try:
-            return Llama(model_path=self.path, n_ctx=n_ctx, verbose=False, seed=0)
+            return _llama(self.path, n_ctx)
         except (ValueError, RuntimeError, OSError) as err:
             first = (str(err).strip().splitlines() or ["unknown error"])[0][:160]
             raise UserError(f"GGUF {self.path}: llama.cpp cannot open it ({first})") from None

@@ -22,7 +22,7 @@ class AnswerJudge:
     """The run's judge from its config, with the backend's limits and retries (the project's own factory)."""
 
     def __init__(self, cfg: Config, run_dir: Path, log=print):
-        from engine.training.rewards import make_scorer
+        from engine.judging.factory import make_scorer
 
         self.weights = cfg.grpo.reward_weights
         # The factory reads the config and, for a local judge on the demo model, the run folder.

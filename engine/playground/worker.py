@@ -118,7 +118,7 @@ class ChatWorker:
     def _run_template(self) -> str | None:
         """For a GGUF without a chat template of its own: the run's tokenizer's (its export is this model)."""
         try:
-            from engine.training import models
+            from engine.models import loading as models
 
             base = self.cfg.model.base
             return models.load_tokenizer(base if base.startswith(models.DEMO_PREFIX) else base).chat_template
