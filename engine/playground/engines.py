@@ -199,8 +199,10 @@ class GGUFModel:
     def _open(self, n_ctx: int):
         # The export's llama.cpp loader: llama.cpp's extra CPU buffer types (the AMX Q8_0 path) crash on some CPUs,
         # it turns them off; the chat worker is its own process, so that touches no one else.
-        from engine.evaluation.llama_check import _llama
+        from engine.evaluation.llama_check import _llama, available
 
+        if not available():
+            raise UserError(f"GGUF {self.path}: llama-cpp-python is not installed (pip install llama-cpp-python)")
         if not Path(self.path).is_file():
             raise UserError(f"GGUF {self.path}: no such file")
         try:
