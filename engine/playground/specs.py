@@ -37,12 +37,16 @@ class ModelSpec:
 
 
 def adapter_dir(run_dir: Path, stage: str, store=None) -> Path:
-    """The stage's adapter: the artifact it recorded (newest), else its folder's adapter/."""
-    if store is not None:
-        arts = store.artifacts(stage, "adapter")
-        if arts:
-            return Path(arts[-1]["path"])
-    return run_dir / stage / "adapter"
+    """The stage's adapter in this run: its folder's adapter/, else the newest adapter artifact it recorded inside
+    this run folder (a run copied or moved elsewhere keeps its old absolute paths in the table: never followed)."""
+    own = run_dir / stage / "adapter"
+    if (own / "adapter_config.json").exists() or store is None:
+        return own
+    for art in reversed(store.artifacts(stage, "adapter")):
+        path = Path(art["path"])
+        if path.is_relative_to(run_dir.resolve()) and (path / "adapter_config.json").exists():
+            return path
+    return own
 
 
 def _trained_on(adapter: Path) -> str:
