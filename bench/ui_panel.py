@@ -430,7 +430,7 @@ async def playground_keys(root: Path) -> None:
         screen.ask("Should I back up my files before upgrading?")  # warm: loads the base and the adapter
         while screen.busy:
             await pilot.pause(0.1)
-        screen.settings.max_new_tokens, screen.follow_up = 400, False
+        screen.settings.max_new_tokens, screen.follow_up = 160, False
         screen.ask("Should I back up my files before upgrading?")
         while not any(a.raw for a in screen.turn.answers.values()):
             await pilot.pause(0.01)
