@@ -48,3 +48,27 @@ def test_playground_snapshot(snap_compare, runs_dir, size):
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=before)
+
+
+async def test_panes_rebuilt_for_each_question_even_for_a_model_named_by_path(runs_dir):
+    """A second question (here: a kept turn shown twice) replaces the panes; a GGUF path is a model name too."""
+    from app.app import make_app
+    from app.screens.playground import AnswerPane
+    from tests.uifixtures import text_of, wait_for
+
+    run_dir = make_fixture_run(runs_dir)
+    _kept_turn(run_dir)
+    with RunStore(run_dir / "run.db") as s:
+        s._conn.execute("UPDATE exchanges SET model = '/models/dolphin-3.0.Q8_0.gguf' WHERE model = 'grpo'")
+    app = make_app(run_dir.name, runs_dir)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("f8")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.query_one("#pg-history").row_count == 1)
+        for _ in range(2):
+            await pilot.press("ctrl+l", "enter")
+            await pilot.pause(0.2)
+        await wait_for(pilot, lambda: len(screen.query(AnswerPane)) == 3
+                       and all("chars" in c.title for c in screen.query(".pg-think")))
+        panes = {p.model: p for p in screen.query(AnswerPane)}
+        assert "weighted 0.500 ★ best" in text_of(panes["/models/dolphin-3.0.Q8_0.gguf"].query_one(".pg-scores"))

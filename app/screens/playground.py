@@ -43,7 +43,7 @@ class AnswerPane(VerticalScroll):
     """One model's answer: its think block (foldable), the answer, the stats line, the nine scores."""
 
     def __init__(self, model: str) -> None:
-        super().__init__(id=f"pane-{model}", classes="pg-pane")
+        super().__init__(classes="pg-pane")  # no id: a model's name may be a path, and old panes leave later
         self.model = model
         self.border_title = model
 
@@ -215,6 +215,7 @@ class PlaygroundScreen(ReadingScreen):
         self._first_seen: dict[str, float] = {}  # per model: when the worker produced its first token
         self._painted: set[str] = set()
         self._history_rows: dict[int, list[dict]] = {}
+        self._panes: dict[str, AnswerPane] = {}
         self.history_turns: list[int] = []
 
     def compose(self) -> ComposeResult:
@@ -320,9 +321,8 @@ class PlaygroundScreen(ReadingScreen):
         now = time.time()
         for model in dirty:
             a = self.turn.answers.get(model)
-            try:
-                pane = self.query_one(f"#pane-{model}", AnswerPane)
-            except NoMatches:
+            pane = self._panes.get(model)
+            if pane is None:
                 continue
             if a is not None:
                 try:
@@ -345,8 +345,9 @@ class PlaygroundScreen(ReadingScreen):
             question.append(inert(self.turn.prompt, oneline=True), style="bold")
         self.query_one("#pg-question", Static).update(question)
         panes = self.query_one("#pg-panes")
-        panes.remove_children()
-        panes.mount_all([AnswerPane(m) for m in models])
+        panes.remove_children()  # removed and mounted in order, after this handler
+        self._panes = {m: AnswerPane(m) for m in models}
+        panes.mount_all(list(self._panes.values()))
         if self.turn is not None:
             self.dirty.update(models)
 
