@@ -312,7 +312,8 @@ class PlaygroundScreen(ReadingScreen):
                 self.busy = False
                 self.state = "ready"
                 self._load_history(self.client_run)
-        self._status()
+        if kind != "text":  # a token changes only its pane, which the repaint timer draws
+            self._status()
 
     def _repaint(self) -> None:
         if not self.dirty or self.turn is None:
