@@ -47,11 +47,16 @@ def _sort_value(row: dict[str, Any], column: int) -> Any:
 
 def load_summaries(root: Path) -> list[dict[str, Any]]:
     from engine.reporting.compare import run_summary
+    from engine.sweep.queue import positions
+    from engine.sweep.sweeps import membership
 
+    queued = positions(root)  # run id -> "queued #N" / "running": the queue's order, shown in the stages column
     out = []
     for path in sup.list_run_dirs(root):
         try:
-            out.append(run_summary(path) | {"path": path})
+            sweep = membership(path)
+            out.append(run_summary(path) | {"path": path, "queue": queued.get(path.name, ""),
+                                            "sweep": sweep["sweep"] if sweep else ""})
         except Exception:  # a run being created or a damaged database: leave it out of the table, never crash
             continue
     return out
@@ -148,7 +153,8 @@ class RunsScreen(Screen):
             rating = r["rating"]
             table.add_row(
                 "●" if r["id"] in self.marked else "", r["id"], Text(r["name"]), Text(r["data"]),
-                Text(" ".join(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())),
+                Text(" ".join([*([f"[{r['queue']}]"] if r.get("queue") else []),
+                               *(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())])),
                 _duration(r["duration_s"]), _num(r["sft_loss"]), _num(r["grpo_reward"]),
                 *[_num(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
                 f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",

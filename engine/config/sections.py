@@ -28,6 +28,9 @@ class RunConfig:
     )
     checkpoint_steps: int = _f(50, "Save a resumable checkpoint every N optimizer steps.", min=1)
     cancel_grace_s: float = _f(30.0, "Seconds a cancelled stage gets to save a checkpoint before it is killed.", min=0)
+    report_to: list[str] = _f(
+        list, "Experiment trackers every training stage logs to through TRL (none by default); the run's name and "
+        "frozen config become the tracker's run name and config.", choices=("tensorboard", "trackio", "wandb"))
     torch_threads: int = _f(
         0, "CPU threads each stage worker gives torch (and OpenMP/MKL); 0 = its share: the usable cores divided among "
         "the stage's data-parallel ranks, so workers and the panel do not oversubscribe the machine.", min=0)
@@ -121,6 +124,8 @@ class SFTConfig:
     gradient_accumulation_steps: int = _f(4, "Steps accumulated per optimizer update.", min=1)
     min_score: float = _f(0.6, "Chosen traces whose effective weighted score is below this are left out.", min=0.0, max=1.0)
     logging_steps: int = _f(1, "Log metrics every N steps.", min=1)
+    reuse: bool = _f(True, "Reuse an SFT adapter trained by another run in this runs folder on identical SFT inputs "
+                     "(model, sft and train sections, seed, the training rows): a reward-weight sweep trains SFT once.")
 
 
 @dataclass
@@ -139,6 +144,8 @@ class GRPOConfig:
     temperature: float = _f(1.0, "Sampling temperature for the generations.", gt=0)
     reward_weights: dict[str, float] = _f(equal_weights, "Weight of each of the nine dimensions in the reward.")
     sample_every: int = _f(5, "Store sample completions with their scores every N steps.", min=1)
+    log_completions: bool = _f(True, "Keep TRL's completions table (prompt, completion, each reward, advantage) as "
+                               "parquet files in grpo/checkpoints/completions/, and in the trackers that show tables.")
     samples_per_store: int = _f(2, "How many sample completions to store each time.", min=1)
     logging_steps: int = _f(1, "Log metrics every N steps.", min=1)
     merge_sft: bool = _f(True, "Start from the SFT adapter merged into the base (the seed's sequential SFT then GRPO).")

@@ -31,6 +31,8 @@ def grpo_args(ctx: StageContext, knobs: dict[str, Any], out: Path, weights: list
         beta=g.beta,
         temperature=g.temperature,
         reward_weights=weights,
+        log_completions=g.log_completions,  # TRL's completions table: grpo/checkpoints/completions/*.parquet
+        num_completions_to_print=1,
         **vllm,
     )
 
