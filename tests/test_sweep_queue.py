@@ -170,3 +170,33 @@ def test_queue_cancel_move_add_from_the_cli(runs_dir, busy_env, monkeypatch):
         assert aba("queue", "cancel", rid).returncode == 0
     state = _wait_queue_empty(runs_dir)
     assert {e["state"] for e in state["entries"]} == {"cancelled"}
+
+
+async def test_runs_screen_shows_queued_runs_in_their_order(runs_dir):
+    from textual.widgets import DataTable
+
+    from app.app import make_app
+    from engine.runner.procs import process_started
+
+    ids = _setup(runs_dir, 3)
+    q.move(runs_dir, ids[2], 1)
+    with q.locked(runs_dir) as state:  # a live driver holds the queue (this process), so the panel starts none
+        state["driver"] = {"pid": os.getpid(), "started": process_started(os.getpid())}
+        next(e for e in state["entries"] if e["run"] == ids[0])["state"] = "running"
+    app = make_app(None, runs_dir)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.press("f5")
+        table = app.screen.query_one("#runs", DataTable)
+
+        def cells():
+            return {str(table.get_row_at(i)[1]): (str(table.get_row_at(i)[2]), str(table.get_row_at(i)[4]))
+                    for i in range(table.row_count)}
+
+        from tests.uifixtures import wait_for
+
+        await wait_for(pilot, lambda: len(cells()) == 3)
+        shown = cells()
+    assert shown[ids[0]][1].startswith("[running]")
+    assert shown[ids[2]][1].startswith("[queued #1]") and shown[ids[1]][1].startswith("[queued #2]")
+    assert all("swQ" in name for name, _ in shown.values())  # the sweep's runs are marked by its id
+    assert q.read(runs_dir)["driver"]["pid"] == os.getpid()
