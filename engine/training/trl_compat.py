@@ -51,11 +51,27 @@ class TorchChunkedLogProb:
         return tuple(out)
 
 
+class _ByDevice:
+    """Triton's kernel for CUDA tensors, the torch twin for the rest: a venv with Triton installed (Unsloth brings
+    it) imports TRL's kernels fine, but on a CPU tensor they fail with "0 active drivers"."""
+
+    triton = None
+
+    @classmethod
+    def apply(cls, hidden, *args, **kwargs):
+        return (cls.triton if hidden.is_cuda else TorchChunkedLogProb).apply(hidden, *args, **kwargs)
+
+
 def ensure_fused_head() -> bool:
-    """Install the torch twin where TRL found no Triton kernels. Returns True when it was needed."""
+    """Install the torch twin where TRL's Triton kernels cannot run. Returns True when it was needed."""
     from trl.trainer import utils
 
-    if getattr(utils, "_ChunkedLogProbFunction", object()) is None:
+    found = getattr(utils, "_ChunkedLogProbFunction", object())
+    if found is None:
         utils._ChunkedLogProbFunction = TorchChunkedLogProb
         return True
-    return False
+    if found is TorchChunkedLogProb or found is _ByDevice or not hasattr(found, "apply"):
+        return False
+    _ByDevice.triton = found
+    utils._ChunkedLogProbFunction = _ByDevice
+    return True
