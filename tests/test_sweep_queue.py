@@ -200,3 +200,39 @@ async def test_runs_screen_shows_queued_runs_in_their_order(runs_dir):
     assert shown[ids[2]][1].startswith("[queued #1]") and shown[ids[1]][1].startswith("[queued #2]")
     assert all("swQ" in name for name, _ in shown.values())  # the sweep's runs are marked by its id
     assert q.read(runs_dir)["driver"]["pid"] == os.getpid()
+
+
+def test_sweep_report_ranks_with_intervals_ties_and_writes_the_best_config(runs_dir):
+    """Three runs of a sweep with eval results written through the store: one clearly worse, two the data cannot
+    tell apart. The report ranks them, pairs the held-out differences by prompt, and writes the best config."""
+    import random
+
+    from engine import config as config_mod
+    from engine.dims import DIMENSIONS, weighted_score
+
+    plans, keys = plan([DEMO], ["grpo.reward_weights.entropy_reduction=0.1,0.3,0.5"], [], n_random=None, sweep_id="swR")
+    made = sweeps.create(runs_dir, "swR", plans, keys, stages=["eval"], data_from=None, objective="heldout")
+    rng = random.Random(0)
+    base = [rng.uniform(0.3, 0.7) for _ in range(12)]
+    shift = {0: -0.25, 1: 0.0, 2: 0.004}  # 0.1: worse; 0.3 and 0.5 within noise of each other
+    for i, d in enumerate(made):
+        w = plans[i].cfg.grpo.reward_weights
+        with RunStore(d / "run.db") as s:
+            for k, b in enumerate(base):
+                scores = {dim: min(1.0, max(0.0, b + shift[i] + rng.uniform(-0.03, 0.03))) for dim in DIMENSIONS}
+                s.put_result("eval", "heldout", f"grpo/{k}", {"model": "grpo", "prompt": f"p{k}", "output": "x",
+                                                              "scores": scores, "weighted": weighted_score(scores, w)})
+    proc = aba("sweep-report", "swR", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    order = [r["params"]["grpo.reward_weights.entropy_reduction"] for r in out["runs"]]
+    assert order[-1] == 0.1 and [r["rank"] for r in out["runs"]] == [1, 2, 3]
+    worst = out["runs"][-1]
+    assert worst["vs_best"]["hi"] < 0 and worst["id"] not in out["tied_with_best"]
+    assert out["runs"][1]["id"] in out["tied_with_best"] and out["runs"][1]["vs_best"]["lo"] <= 0 <= out["runs"][1]["vs_best"]["hi"]
+    for r in out["runs"]:
+        assert r["lo"] < r["value"] < r["hi"] and r["n"] == 12
+    best = config_mod.load(out["best_config"])
+    assert best.grpo.reward_weights["entropy_reduction"] == order[0]
+    assert open(out["plot"], "rb").read(4) == b"\x89PNG"
+    assert aba("sweep-report", "swZ").returncode == 2
