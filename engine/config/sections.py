@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from engine.dims import DIMENSIONS, equal_weights
-from engine.stages.registry import STAGES
+from engine.registry import STAGES
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -68,13 +69,23 @@ class ModelConfig:
         "generations. Not yet verified on a GPU here.")
 
 
+class LLMBackendName(StrEnum):
+    """The LLM backends `[*.llm] backend` names (engine.llm.make_backend builds each)."""
+
+    VERTEX = "vertex"
+    VERTEX_BATCH = "vertex-batch"
+    OPENAI = "openai"
+    LOCAL = "local"
+    OFFLINE = "offline"
+
+
 @dataclass
 class LLMConfig:
     backend: str = _f(
         "vertex",
         "vertex (Gemini on Vertex AI), vertex-batch (Vertex batch prediction), openai (any OpenAI-compatible server), "
         "local (a transformers model in the worker), offline (shipped examples + heuristic judge).",
-        choices=("vertex", "vertex-batch", "openai", "local", "offline"),
+        choices=tuple(b.value for b in LLMBackendName),
     )
     model: str = _f("gemini-3-pro-preview", "Model name as the backend knows it.")
     base_url: str = _f("http://localhost:1234/v1", "openai backend: server URL (LM Studio's default shown).")
@@ -144,8 +155,6 @@ class GRPOConfig:
     temperature: float = _f(1.0, "Sampling temperature for the generations.", gt=0)
     reward_weights: dict[str, float] = _f(equal_weights, "Weight of each of the nine dimensions in the reward.")
     sample_every: int = _f(5, "Store sample completions with their scores every N steps.", min=1)
-    log_completions: bool = _f(True, "Keep TRL's completions table (prompt, completion, each reward, advantage) as "
-                               "parquet files in grpo/checkpoints/completions/, and in the trackers that show tables.")
     samples_per_store: int = _f(2, "How many sample completions to store each time.", min=1)
     logging_steps: int = _f(1, "Log metrics every N steps.", min=1)
     merge_sft: bool = _f(True, "Start from the SFT adapter merged into the base (the seed's sequential SFT then GRPO).")
@@ -293,7 +302,3 @@ class Config:
     commitment: CommitmentConfig = _f(CommitmentConfig, "Seed 003 phase 1: commitment-vector injection sweep.")
     entangled: EntangledConfig = _f(EntangledConfig, "Seed 003 phase 2: trained variational head.")
     health: HealthConfig = _f(HealthConfig, "The GRPO doctor: health-rule thresholds and the judge audit.")
-
-    def section(self, stage: str) -> Any:
-        """The config section a stage reads."""
-        return getattr(self, stage.replace("-", "_"))
