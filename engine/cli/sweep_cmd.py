@@ -45,12 +45,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         sweeps._write_json(root / sweeps.SWEEPS_DIR / f"{sweep_id}.json", {
             "id": sweep_id, "created": time.time(), "keys": keys, "objective": args.objective,
             "configs": [str(c) for c in configs], "stages": stages, "data_from": args.data_from, "runs": [],
+            "reference_weights": sweeps.reference_weights(configs[0], args.set or []),
             "emitted": {"kind": args.emit, "file": str(out), "names": [p.name for p in plans]}})
         print(f"sweep {sweep_id}", flush=True)
         print(f"{len(plans)} runs written as {'a Slurm job array' if args.emit == 'slurm' else 'a script'}: {out}")
         print(f"when they have run: aba sweep-report {sweep_id} --runs-dir {root}")
         return 0
-    made = sweeps.create(root, sweep_id, plans, keys, stages=stages, data_from=args.data_from, objective=args.objective)
+    made = sweeps.create(root, sweep_id, plans, keys, stages=stages, data_from=args.data_from, objective=args.objective,
+                         reference_weights=sweeps.reference_weights(configs[0], args.set or []))
     q.add(root, [d.name for d in made])
     pid = q.ensure_driver(root)
     print(f"sweep {sweep_id}", flush=True)
@@ -119,7 +121,9 @@ def cmd_sweep_report(args: argparse.Namespace) -> int:
         c.width = 200
     short = {k: k.rsplit(".", 1)[-1] for k in out["keys"]}
     t = Table("rank", "run", *short.values(), "state", out["objective"], "95% interval", "vs best (paired)", "tied?",
-              title=f"sweep {out['sweep']}: {out['finished']}/{out['total']} runs finished, ranked by {out['objective']}")
+              title=f"sweep {out['sweep']}: {out['finished']}/{out['total']} runs finished, ranked by {out['objective']}",
+              caption="held-out answers scored with the base config's reward weights, the same for every run"
+              if out["objective"] == "heldout" else None)
     for r in out["runs"]:
         vb = r["vs_best"]
         t.add_row(str(r["rank"] or ""), r["id"], *[Text(str(r["params"].get(k))) for k in out["keys"]], r["state"],

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import config as config_mod
-from engine.dims import DIMENSIONS
+from engine.dims import DIMENSIONS, weighted_score
 from engine.errors import UserError
 from engine.store import RunStore
 from engine.sweep import sweeps
@@ -45,7 +45,19 @@ def _final_model(heldout: dict[str, dict]) -> str | None:
     return (trained or models or [None])[-1]
 
 
-def _run_row(run_dir: Path, keys: list[str], objective: str, seed: int) -> dict[str, Any]:
+def _reference(manifest: dict[str, Any]) -> dict[str, float]:
+    """The weights every run's held-out scores are weighed with: the manifest's, else the base config's, else equal."""
+    from engine.dims import equal_weights
+
+    if manifest.get("reference_weights"):
+        return manifest["reference_weights"]
+    try:
+        return sweeps.reference_weights(manifest["configs"][0], [])
+    except (UserError, IndexError, KeyError):
+        return equal_weights()
+
+
+def _run_row(run_dir: Path, keys: list[str], objective: str, seed: int, weights: dict[str, float]) -> dict[str, Any]:
     from engine.config.diff import flat
     from engine.runner import supervisor as sup
 
@@ -64,8 +76,9 @@ def _run_row(run_dir: Path, keys: list[str], objective: str, seed: int) -> dict[
         model, _, k = key.rpartition("/")
         if model != final:
             continue
-        if row.get("weighted") is not None:
-            per_prompt[int(k)] = row["weighted"]
+        w = weighted_score(row.get("scores") or {}, weights)  # one yardstick for all runs, not each run's own
+        if w is not None:
+            per_prompt[int(k)] = w
         for d in DIMENSIONS:
             v = (row.get("scores") or {}).get(d)
             if v is not None:
@@ -177,7 +190,8 @@ def sweep_report(root: Path, sweep_id: str, objective: str | None = None, out_di
     run_dirs = find_runs(root, manifest)
     if not run_dirs:
         raise UserError(f"sweep {manifest['id']}: none of its runs is in {root} yet")
-    rows = [_run_row(d, keys, objective, seed=i) for i, d in enumerate(run_dirs)]
+    weights = _reference(manifest)
+    rows = [_run_row(d, keys, objective, seed=i, weights=weights) for i, d in enumerate(run_dirs)]
     rows.sort(key=lambda r: (r["value"] is None, -(r["value"] if r["value"] is not None else 0.0)))
     best = rows[0] if rows and rows[0]["value"] is not None else None
     for rank, r in enumerate(rows, 1):
@@ -205,7 +219,7 @@ def sweep_report(root: Path, sweep_id: str, objective: str | None = None, out_di
     for r in rows:
         r.pop("per_prompt", None)
     return {
-        "sweep": manifest["id"], "objective": objective, "keys": keys, "runs": rows,
+        "sweep": manifest["id"], "objective": objective, "keys": keys, "runs": rows, "reference_weights": weights,
         "best": best["id"] if best else None, "best_config": str(best_toml) if best_toml else None,
         "tied_with_best": [r["id"] for r in rows if r is not best and _tied(r)],
         "effects": _effects(rows, keys),

@@ -30,7 +30,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def create(root: Path, sweep_id: str, plans: list[Planned], keys: list[str], *, stages: list[str] | None,
-           data_from: str | None, objective: str) -> list[Path]:
+           data_from: str | None, objective: str, reference_weights: dict[str, float] | None = None) -> list[Path]:
     """Create every run folder of the sweep (data copied in), then the sweep's manifest. A bad data source fails
     before the first folder exists; a failure halfway removes the folders made so far."""
     import shutil
@@ -55,9 +55,20 @@ def create(root: Path, sweep_id: str, plans: list[Planned], keys: list[str], *, 
         "id": sweep_id, "created": time.time(), "keys": keys, "objective": objective,
         "configs": sorted({str(p.config_path) for p in plans}), "stages": stages, "data_from": data_from,
         "runs": [{"id": d.name, "name": p.name, "params": p.params} for d, p in zip(made, plans)],
+        "reference_weights": reference_weights,
     }
     _write_json(root / SWEEPS_DIR / f"{sweep_id}.json", manifest)
     return made
+
+
+def reference_weights(config_path: str | Path, sets: list[str]) -> dict[str, float]:
+    """The base config's reward weights (with --set): the one yardstick every run's held-out answers are scored
+    with, so a run that weighs a dimension more does not win by its own weighting."""
+    from engine import config as config_mod
+    from engine.config.overrides import with_overrides
+
+    cfg = with_overrides(config_path, sets) if sets else config_mod.load(config_path)
+    return dict(cfg.grpo.reward_weights)
 
 
 def load(root: Path, sweep_id: str) -> dict[str, Any]:
