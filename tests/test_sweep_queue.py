@@ -236,3 +236,14 @@ def test_sweep_report_ranks_with_intervals_ties_and_writes_the_best_config(runs_
     assert best.grpo.reward_weights["entropy_reduction"] == order[0]
     assert open(out["plot"], "rb").read(4) == b"\x89PNG"
     assert aba("sweep-report", "swZ").returncode == 2
+
+
+def test_configs_compare_whole_configs_crossed_with_the_grid(tmp_path):
+    from tests.conftest import demo_variant
+
+    b = demo_variant(tmp_path, grpo__beta=0.1)
+    b = b.rename(tmp_path / "strategy_b.toml")
+    plans, _ = plan([DEMO, b], ["grpo.learning_rate=1e-3,1e-2"], [], n_random=None, sweep_id="swC")
+    assert [p.params.get("config") for p in plans] == ["demo", "demo", "strategy_b", "strategy_b"]
+    assert plans[0].name == "demo swC demo learning_rate=0.001" and plans[3].cfg.grpo.beta == 0.1
+    assert len(plan([DEMO, b], [], [], n_random=None, sweep_id="s")[0]) == 2  # two configs alone are a sweep

@@ -85,7 +85,8 @@ def _run_row(run_dir: Path, keys: list[str], objective: str, seed: int, weights:
                 dims[d].append(v)
     out: dict[str, Any] = {
         "id": run_dir.name, "name": info.get("name", ""), "state": sup.run_state(rows),
-        "params": {k: flat_cfg.get(k) for k in keys}, "final_model": final, "per_prompt": per_prompt,
+        "params": {k: (_config_label(run_dir) if k == "config" else flat_cfg.get(k)) for k in keys},
+        "final_model": final, "per_prompt": per_prompt,
         "dims": {d: (sum(v) / len(v) if v else None) for d, v in dims.items()},
         "value": None, "lo": None, "hi": None, "n": 0,
     }
@@ -102,6 +103,12 @@ def _run_row(run_dir: Path, keys: list[str], objective: str, seed: int, weights:
         r = ratings[final]
         out["value"], out["lo"], out["hi"], out["n"] = r["rating"], r["lo"], r["hi"], 1
     return out
+
+
+def _config_label(run_dir: Path) -> str | None:
+    """Which of the sweep's configs (`--configs a.toml,b.toml`) a run came from."""
+    member = sweeps.membership(run_dir)
+    return (member or {}).get("params", {}).get("config")
 
 
 def _paired_vs_best(best: dict[str, Any], row: dict[str, Any], seed: int) -> dict[str, Any] | None:
@@ -186,7 +193,7 @@ def sweep_report(root: Path, sweep_id: str, objective: str | None = None, out_di
     objective = objective or manifest.get("objective") or "heldout"
     if objective not in sweeps.OBJECTIVES:
         raise UserError(f"--objective {objective!r}: use one of {', '.join(sweeps.OBJECTIVES)}")
-    keys = list(manifest.get("keys", []))
+    keys = (["config"] if len(manifest.get("configs", [])) > 1 else []) + list(manifest.get("keys", []))
     run_dirs = find_runs(root, manifest)
     if not run_dirs:
         raise UserError(f"sweep {manifest['id']}: none of its runs is in {root} yet")
