@@ -8,9 +8,20 @@ and id; its config gets the run's frozen config beside TRL's arguments."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from engine.config.diff import flat
+
+
+def tracker_env(cfg, run_dir: Path, stage: str) -> None:
+    """Where the trackers write, as the environment they read: set by the worker before the stage imports anything
+    (trackio fixes its folder when it is first imported, and TRL imports it with the GRPO trainer)."""
+    wanted = set(cfg.run.report_to)
+    if "tensorboard" in wanted:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tracking" / "tensorboard" / stage)
+    if "trackio" in wanted:
+        os.environ.setdefault("TRACKIO_DIR", str(run_dir.parent / "trackio"))
 
 
 def args_for(ctx) -> dict[str, Any]:
@@ -19,10 +30,7 @@ def args_for(ctx) -> dict[str, Any]:
     if not wanted:
         return {"report_to": "none"}
     name = ctx.store.run_info().get("name") or ctx.cfg.run.name
-    if "tensorboard" in wanted:
-        os.environ["TENSORBOARD_LOGGING_DIR"] = str(ctx.run_dir / "tracking" / "tensorboard" / ctx.name)
-    if "trackio" in wanted:
-        os.environ.setdefault("TRACKIO_DIR", str(ctx.run_dir.parent / "trackio"))
+    tracker_env(ctx.cfg, ctx.run_dir, ctx.name)  # a stage run outside the worker (tests, benches)
     return {"report_to": wanted, "run_name": f"{name} [{ctx.run_id}/{ctx.name}]", "project": _project(ctx.cfg.run.name)}
 
 
