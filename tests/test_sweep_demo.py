@@ -119,11 +119,14 @@ def test_weight_sweep_trains_sft_once_runs_in_turn_ranks_and_tracks(tmp_path, ru
     assert "aba/config/text_summary" in acc.Tags()["tensors"]
     code = ("import json, os, sys; os.environ['TRACKIO_DIR'] = sys.argv[1]\n"
             "from trackio.sqlite_storage import SQLiteStorage\n"
-            "print(json.dumps([(r['step'], r.get('train/reward')) for r in SQLiteStorage.get_logs(sys.argv[2], sys.argv[3])]))")
+            # trackio's own step counts log calls (TRL's completions tables are logged too); the trainer's step is
+            # the row's train/global_step
+            "print(json.dumps([(r.get('train/global_step'), r.get('train/reward'))"
+            " for r in SQLiteStorage.get_logs(sys.argv[2], sys.argv[3])]))")
     read = subprocess.run([sys.executable, "-c", code, str(runs_dir / "trackio"), "aba-demo", f"{name} [{rid}/grpo]"],
                           capture_output=True, text=True, timeout=120)
     assert read.returncode == 0, read.stderr
-    tr = {st: v for st, v in json.loads(read.stdout) if v is not None}
+    tr = {int(st): v for st, v in json.loads(read.stdout) if v is not None}
     assert sorted(tr) == steps and all(abs(tr[st] - v) < 1e-5 for st, v in zip(steps, rewards))
     import pyarrow.parquet as pq
 
