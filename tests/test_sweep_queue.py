@@ -188,9 +188,13 @@ async def test_runs_screen_shows_queued_runs_in_their_order(runs_dir):
         await pilot.press("f5")
         table = app.screen.query_one("#runs", DataTable)
 
+        from app.screens.runs import COLUMNS
+
+        name_col, stages_col = COLUMNS.index("name"), COLUMNS.index("stages")
+
         def cells():
-            return {str(table.get_row_at(i)[1]): (str(table.get_row_at(i)[2]), str(table.get_row_at(i)[4]))
-                    for i in range(table.row_count)}
+            return {key.value: (str(table.get_row(key)[name_col]).strip(), str(table.get_row(key)[stages_col]).strip())
+                    for key in list(table.rows)}
 
         from tests.uifixtures import wait_for
 
