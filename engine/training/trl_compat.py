@@ -1,9 +1,16 @@
-"""TRL's fused LM head needs Triton kernels, which CPU builds of torch do not ship. Give it a plain-torch twin.
+"""TRL's fused LM head runs Triton kernels, which need a GPU. Give CPU tensors a plain-torch twin.
 
-TRL >= 1.x always patches the model forward with a chunked log-prob kernel (trl.kernels, Triton). Without Triton
-the import fails, TRL leaves `_ChunkedLogProbFunction = None`, and the first training step raises AttributeError.
-`ensure_fused_head()` installs an equivalent computed with ordinary torch ops (autograd does the backward), so the
-same TRL trainers run on a laptop. On CUDA with Triton present nothing is replaced.
+TRL 1.15 always patches the model forward with a chunked log-prob kernel (trl.kernels, Triton). Without Triton
+the import fails and TRL leaves `_ChunkedLogProbFunction = None` (the first step raises AttributeError); with
+Triton installed (unsloth pulls it in on Linux) but no GPU, the kernel imports and the first step raises
+`RuntimeError: 0 active drivers`. `ensure_fused_head()` routes the head by device: TRL's kernel for CUDA/XPU
+tensors, an equivalent in ordinary torch ops (autograd does the backward) for everything else.
+
+Where this twin is the one that runs: the standard backend (HF + PEFT) on a machine without a GPU, the test suite
+included. Elsewhere something else covers it and nothing is replaced: on CUDA, TRL's own Triton kernel; on the
+unsloth backend, unsloth_zoo's CPU twin (`unsloth_zoo.cpu.ops.patch_trl_fused_lm_head`, installed when unsloth is
+imported first) and Unsloth's fused head on GPU. TRL 1.16 ships a torch fallback of its own, but Unsloth
+2026.10.9 requires trl<=1.15.0.
 """
 
 from __future__ import annotations
@@ -51,11 +58,28 @@ class TorchChunkedLogProb:
         return tuple(out)
 
 
-def ensure_fused_head() -> bool:
-    """Install the torch twin where TRL found no Triton kernels. Returns True when it was needed."""
+def ensure_fused_head() -> str:
+    """Route TRL's fused head by device, once per process. Returns who serves CPU tensors: "unsloth" (unsloth_zoo's
+    twin was already installed), or "torch twin" (this module's)."""
     from trl.trainer import utils
 
-    if getattr(utils, "_ChunkedLogProbFunction", object()) is None:
-        utils._ChunkedLogProbFunction = TorchChunkedLogProb
-        return True
-    return False
+    kernel = getattr(utils, "_ChunkedLogProbFunction", None)
+    if getattr(kernel, "_unsloth_cpu_dispatch", False):
+        return "unsloth"
+    if getattr(kernel, "_aba_dispatch", False):
+        return "torch twin"
+
+    class DeviceDispatch:
+        """TRL's Triton kernel where it can run (a GPU tensor), the torch twin everywhere else."""
+
+        _aba_dispatch = True
+        triton_kernel = kernel
+
+        @staticmethod
+        def apply(hidden, *args, **kwargs):
+            if kernel is not None and hidden.device.type in ("cuda", "xpu"):
+                return kernel.apply(hidden, *args, **kwargs)
+            return TorchChunkedLogProb.apply(hidden, *args, **kwargs)
+
+    utils._ChunkedLogProbFunction = DeviceDispatch
+    return "torch twin"
