@@ -148,7 +148,7 @@ def build_model(dest: Path) -> tuple[int, float]:
     import torch
     from transformers import Qwen3ForCausalLM
 
-    from engine.training.models import load_tokenizer
+    from engine.models.loading import load_tokenizer
 
     t0 = time.perf_counter()
     tok = load_tokenizer("demo:tiny-qwen3")

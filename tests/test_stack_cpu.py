@@ -142,7 +142,7 @@ def test_unsloth_refuses_to_come_after_trl_transformers_or_peft():
     """Unsloth patches trl, transformers and peft when it is imported: a process that imported one of them first
     gets a crash line (which smoke turns into its fallback), never a half-patched run."""
     code = ("import transformers\n"
-            "from engine.training.models import import_unsloth\n"
+            "from engine.models.loading import import_unsloth\n"
             "import sys\n"
             "print(import_unsloth()); print('unsloth' in sys.modules)\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -154,7 +154,7 @@ def test_unsloth_refuses_to_come_after_trl_transformers_or_peft():
 
 def test_backend_choice_says_why(monkeypatch):
     from engine import config
-    from engine.training import models
+    from engine.models import loading as models
 
     cfg = config.load(DEMO)
     b = models.pick_backend(cfg)
@@ -175,9 +175,9 @@ def test_lora_keeps_learning_across_grpo_steps_on_the_4bit_model(tmp_path, monke
 
     from engine import config
     from engine.config import STAGES
-    from engine.runner.context import StageContext
-    from engine.stages.grpo import train_grpo
-    from engine.training import models
+    from engine.context import StageContext
+    from engine.training.grpo import train_grpo
+    from engine.models import loading as models
 
     cfg = config.load(DEMO)
     cfg.model.load_in_4bit = True

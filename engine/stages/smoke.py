@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from engine.runner.context import StageContext, StageFailed
+from engine.context import StageContext, StageFailed
 
 
 def _fallbacks_since(ctx: StageContext, after_id: int) -> list[str]:
@@ -13,10 +13,10 @@ def _fallbacks_since(ctx: StageContext, after_id: int) -> list[str]:
 
 
 def _attempt(ctx: StageContext, backend) -> dict:
-    from engine.evaluation.merging import merge_adapter
-    from engine.stages.grpo import train_grpo
-    from engine.stages.sft import train_sft
-    from engine.training import models
+    from engine.models.merging import merge_adapter
+    from engine.training.grpo import train_grpo
+    from engine.training.sft import train_sft
+    from engine.models import loading as models
     from engine.training.trainer import free_memory, release
     from engine.training.vram import measured_peaks
 
@@ -73,7 +73,7 @@ def _attempt(ctx: StageContext, backend) -> dict:
 def _fall_back(ctx: StageContext, crash: str) -> dict:
     """The seed's fallback: Unsloth failed (import, Triton, a crash in training), so retry on HF + PEFT and say so.
     The verdict stays failed: the seed's criteria exclude a Triton/compile crash, and the report names what crashed."""
-    from engine.training import models
+    from engine.models import loading as models
 
     ctx.event("fallback", f"unsloth failed ({crash}); retrying on standard")
     backend = models.pick_backend(ctx.cfg, force_standard=True)
@@ -104,7 +104,7 @@ def library_versions() -> dict[str, str]:
 
 
 def run(ctx: StageContext) -> None:
-    from engine.training import models
+    from engine.models import loading as models
     from engine.training.trainer import free_memory, is_oom
 
     try:

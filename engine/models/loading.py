@@ -218,7 +218,7 @@ def _warm_up(model, tok, seed: int, steps: int = 200, progress=None) -> None:
 
     import torch
 
-    from engine.training.data import DEMO_TRACES, assistant_content, load_trace_file
+    from engine.tracefile import DEMO_TRACES, assistant_content, load_trace_file
 
     texts = []
     for row in load_trace_file(DEMO_TRACES):
@@ -292,7 +292,7 @@ def load_for_training(cfg: Config, backend: Backend, path: str, max_seq_length: 
             raise UnslothUnavailable(f"unsloth does not import ({crash})", crash)
         from unsloth import FastLanguageModel
 
-        from engine.training.trl_compat import ensure_fused_head
+        from engine.models.trl_compat import ensure_fused_head
 
         ensure_fused_head()  # on the unsloth backend: unsloth_zoo's CPU twin is found and kept
         extra: dict[str, Any] = {}
@@ -314,7 +314,7 @@ def load_for_training(cfg: Config, backend: Backend, path: str, max_seq_length: 
         )
         _check_4bit(backend, model, path)
         return model, tok, None
-    from engine.training.trl_compat import ensure_fused_head
+    from engine.models.trl_compat import ensure_fused_head
 
     ensure_fused_head()
     model = load_plain(cfg, backend, path)
