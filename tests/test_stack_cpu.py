@@ -39,7 +39,8 @@ def _smoke(tmp_path_factory, cache, *sets: str, env: dict | None = None) -> dict
 
 @pytest.fixture(scope="module")
 def unsloth_4bit(tmp_path_factory, _model_cache):
-    return _smoke(tmp_path_factory, _model_cache, "--set", "model.backend=unsloth", "--set", "model.load_in_4bit=true")
+    return _smoke(tmp_path_factory, _model_cache, "--set", "model.backend=unsloth", "--set", "model.load_in_4bit=true",
+                  "--set", "model.gradient_checkpointing=true")
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +64,10 @@ def test_smoke_on_unsloths_cpu_backend_in_4bit(unsloth_4bit):
     assert "Unsloth's CPU backend" in report["backend_reason"] and "4-bit NF4" in report["backend_reason"]
     assert report["sft_steps"] == 2 and report["grpo_steps"] == 2
     assert report["versions"]["unsloth"] != "-" and report["versions"]["bitsandbytes"] != "-"
-    # Unsloth's patched GRPOConfig ran: its CPU __post_init__ turned TRL's pinned dataloader memory off ...
-    assert report["grpo_args"]["dataloader_pin_memory"] is False and report["grpo_args"]["use_cpu"] is True
+    # Unsloth's patched GRPOConfig ran: its CPU __post_init__ set non-reentrant checkpointing (TRL 1.15 with
+    # transformers 5 leaves gradient_checkpointing_kwargs None) ...
+    assert report["grpo_args"]["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    assert report["grpo_args"]["use_cpu"] is True
     # ... and the estimate read the batch from trainer.args as patched: rows and generations as the trainer ran them
     grpo_est = [e for e in unsloth_4bit["estimates"] if e.data.get("generations")][-1]
     args = report["grpo_args"]
@@ -82,7 +85,7 @@ def test_smoke_standard_4bit_and_plain_lora(standard_4bit, tmp_path_factory, _mo
     report = _passed(standard_4bit)
     assert report["backend"] == "standard" and report["quantized_4bit"] is True
     assert report["linear4bit_layers"] == LAYERS_4BIT
-    assert report["grpo_args"]["dataloader_pin_memory"] is True  # TRL's own default: nothing patched it here
+    assert report["grpo_args"]["gradient_checkpointing_kwargs"] is None  # TRL's own: nothing patched it here
     plain = _passed(_smoke(tmp_path_factory, _model_cache, "--set", "model.backend=standard"))
     assert plain["backend"] == "standard" and plain["quantized_4bit"] is False and plain["linear4bit_layers"] == 0
 

@@ -42,7 +42,7 @@ def _attempt(ctx: StageContext, backend) -> dict:
     grpo_args = {k: getattr(a, k, None) for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
                                                  "steps_per_generation", "generation_batch_size", "num_generations",
                                                  "max_completion_length", "optim", "bf16", "use_cpu",
-                                                 "dataloader_pin_memory")}
+                                                 "gradient_checkpointing_kwargs")}
     grpo_args["optim"] = str(getattr(a.optim, "value", a.optim))
     release(grpo_trainer)
     del grpo_trainer
