@@ -45,10 +45,11 @@ class ModelConfig:
     )
     backend: str = _f(
         "auto",
-        "auto: Unsloth where it imports and CUDA exists, else standard; unsloth; standard (HF transformers + PEFT).",
+        "auto: Unsloth where it imports and CUDA exists, else standard; unsloth (its CPU backend without CUDA); "
+        "standard (HF transformers + PEFT).",
         choices=("auto", "unsloth", "standard"),
     )
-    load_in_4bit: bool = _f(True, "QLoRA: load the base in 4-bit through bitsandbytes (CUDA only; ignored on CPU).")
+    load_in_4bit: bool = _f(True, "QLoRA: load the base in 4-bit NF4 through bitsandbytes (CUDA or CPU, both backends).")
     dtype: str = _f("bfloat16", "Compute dtype on GPU (CPU always trains in float32).", choices=("bfloat16", "float16", "float32"))
     lora_r: int = _f(16, "LoRA rank.", min=1)
     lora_alpha: int = _f(32, "LoRA alpha.", min=1)
