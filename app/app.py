@@ -84,6 +84,7 @@ class AbaApp(RunControl, App):
 
     def on_mount(self) -> None:
         self.switch_mode("pipeline")
+        self._resume_queue(self.runs_dir)
         if self.model.run_dir is not None:
             self.open_run(self.model.run_dir)
         self.watch_runs_folder()
@@ -119,6 +120,19 @@ class AbaApp(RunControl, App):
         screen = self.screen
         if hasattr(screen, "action_reload") and type(screen).__name__ == "RunsScreen":
             screen.action_reload()
+
+    @work(thread=True, exclusive=True, group="queue", exit_on_error=False)
+    def _resume_queue(self, root: Path) -> None:
+        """A panel that starts finds queued runs without a driver (a reboot, a killed driver): start one."""
+        from engine.sweep.queue import ensure_driver
+
+        try:
+            pid = ensure_driver(root)
+        except Exception as err:  # the panel opens anyway; the queue is only reported
+            self.call_from_thread(self.notify, f"run queue not resumed: {inert(err, oneline=True)}", severity="warning")
+            return
+        if pid:
+            self.call_from_thread(self.notify, f"run queue resumed (driver pid {pid})")
 
     # -- the open run -----------------------------------------------------------------------
 

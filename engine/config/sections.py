@@ -29,6 +29,9 @@ class RunConfig:
     )
     checkpoint_steps: int = _f(50, "Save a resumable checkpoint every N optimizer steps.", min=1)
     cancel_grace_s: float = _f(30.0, "Seconds a cancelled stage gets to save a checkpoint before it is killed.", min=0)
+    report_to: list[str] = _f(
+        list, "Experiment trackers every training stage logs to through TRL (none by default); the run's name and "
+        "frozen config become the tracker's run name and config.", choices=("tensorboard", "trackio", "wandb"))
     torch_threads: int = _f(
         0, "CPU threads each stage worker gives torch (and OpenMP/MKL); 0 = its share: the usable cores divided among "
         "the stage's data-parallel ranks, so workers and the panel do not oversubscribe the machine.", min=0)
@@ -133,6 +136,8 @@ class SFTConfig:
     gradient_accumulation_steps: int = _f(4, "Steps accumulated per optimizer update.", min=1)
     min_score: float = _f(0.6, "Chosen traces whose effective weighted score is below this are left out.", min=0.0, max=1.0)
     logging_steps: int = _f(1, "Log metrics every N steps.", min=1)
+    reuse: bool = _f(True, "Reuse an SFT adapter trained by another run in this runs folder on identical SFT inputs "
+                     "(model, sft and train sections, seed, the training rows): a reward-weight sweep trains SFT once.")
 
 
 @dataclass
