@@ -44,6 +44,7 @@ class AbaApp(RunControl, App):
         Binding("f5", "switch_mode('runs')", "Runs", show=False),
         Binding("f6", "switch_mode('eval')", "Eval", show=False),
         Binding("f7", "switch_mode('commitment')", "Commitment", show=False),
+        Binding("f8", "switch_mode('playground')", "Playground", show=False),
         # Run control: one meaning on every screen; each asks first where it stops, replaces or doubles work.
         Binding("n", "new_run", "new run", show=False),
         Binding("s", "start_stage", "start stage", show=False),
@@ -60,13 +61,14 @@ class AbaApp(RunControl, App):
         from app.screens.commitment import CommitmentScreen
         from app.screens.evals import EvalScreen
         from app.screens.pipeline import PipelineScreen
+        from app.screens.playground import PlaygroundScreen
         from app.screens.runs import RunsScreen
         from app.screens.traces import TracesScreen
         from app.screens.training import TrainingScreen
 
         self.MODES = {
             "pipeline": PipelineScreen, "training": TrainingScreen, "traces": TracesScreen, "runs": RunsScreen,
-            "eval": EvalScreen, "commitment": CommitmentScreen,
+            "eval": EvalScreen, "commitment": CommitmentScreen, "playground": PlaygroundScreen,
         }
         super().__init__()
         self.runs_dir = runs_dir

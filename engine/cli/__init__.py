@@ -11,7 +11,7 @@ from engine.text import inert
 
 # Each module has `register(add)`; a new group of commands is one module plus one line here.
 COMMAND_MODULES = ("engine.cli.control_cmd", "engine.cli.data_cmd", "engine.cli.compare_cmd", "engine.cli.health_cmd",
-                   "engine.cli.sweep_cmd")
+                   "engine.cli.sweep_cmd", "engine.cli.chat_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
