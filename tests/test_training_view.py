@@ -11,6 +11,8 @@ import pytest
 
 from app.app import make_app
 from app.widgets.chart import PALETTE, Line, LineChart, is_flat
+from app.widgets.trace_table import TraceTable
+from app.widgets.vram import VramPanel
 from engine.dims import DIMENSIONS, SHORT
 from engine.runner.progress import EtaMeter, eta_left, progress_cell
 from engine.store import RunStore
@@ -137,9 +139,16 @@ def test_snapshot_sizes(snap_compare, runs_dir, monkeypatch, room, size):
     key = {"training": "f3", "traces": "f4"}[room]
 
     async def before(pilot):
-        await pilot.pause(0.8)
+        await _wait_for(pilot, lambda: len(app.model.stages) == 4 and app.model.get("grpo", "reward") is not None)
         await pilot.press(key)
-        await pilot.pause(1.5)  # a host sample has arrived
+        if room == "training":  # the charts are drawn and a host sample has arrived
+            vram, chart = app.screen.query_one(VramPanel), app.screen.query_one("#chart-reward", LineChart)
+            await _wait_for(pilot, lambda: vram.border_title.startswith("RAM") and bool(chart.lines))
+        else:  # the ids are read and the first trace is drawn
+            table = app.screen.query_one(TraceTable)
+            await _wait_for(pilot, lambda: len(table.ids) == 12 and app.screen.view is not None
+                           and bool(app.screen.query(".trace-chunk")))
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=before)
 
