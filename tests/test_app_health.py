@@ -151,10 +151,13 @@ def test_training_snapshot_with_the_health_strip(snap_compare, runs_dir, monkeyp
         await pilot.press("f3")
         vram = app.screen.query_one(VramPanel)
         chart = app.screen.query_one("#chart-reward", LineChart)
-        await _wait_for(pilot, lambda: vram.border_title.startswith("RAM") and bool(chart.lines))  # a host sample
+        await _wait_for(pilot, lambda: vram.border_title.startswith("RAM") and bool(chart.lines)  # a host sample
+                        and len(chart.lines[0].steps) == 40)
         await pilot.press("h")
         for _ in range(6):
             await pilot.press("right")
+        doctor = app.screen.query_one("#doctor-2", LineChart)
+        await _wait_for(pilot, lambda: bool(doctor.lines) and doctor.lines[0].values.size == 30)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(160, 50), run_before=before)

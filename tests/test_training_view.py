@@ -143,7 +143,8 @@ def test_snapshot_sizes(snap_compare, runs_dir, monkeypatch, room, size):
         await pilot.press(key)
         if room == "training":  # the charts are drawn and a host sample has arrived
             vram, chart = app.screen.query_one(VramPanel), app.screen.query_one("#chart-reward", LineChart)
-            await _wait_for(pilot, lambda: vram.border_title.startswith("RAM") and bool(chart.lines))
+            await _wait_for(pilot, lambda: vram.border_title.startswith("RAM")
+                            and bool(chart.lines) and len(chart.lines[0].steps) == 40)  # all 40 steps drawn
         else:  # the ids are read and the first trace is drawn
             table = app.screen.query_one(TraceTable)
             await _wait_for(pilot, lambda: len(table.ids) == 12 and app.screen.view is not None
