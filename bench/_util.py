@@ -25,7 +25,7 @@ def add_demo_prompts(store) -> int:
     whose judge is not offline may not fall back to the demo data, so every bench run holds its prompts."""
     import json
 
-    from engine.training.data import DEMO_TRACES, load_trace_file
+    from engine.tracefile import DEMO_TRACES, load_trace_file
 
     seen: set[str] = set()
     for row in load_trace_file(DEMO_TRACES):
@@ -41,9 +41,9 @@ def demo_grpo_context(tmp: Path, edit=None):
     `edit(cfg)` first."""
     from engine import config
     from engine.config import STAGES
-    from engine.runner.context import StageContext
+    from engine.context import StageContext
     from engine.store import RunStore
-    from engine.training import models
+    from engine.models import loading as models
 
     cfg = config.load(ROOT / "data" / "configs" / "demo.toml")
     cfg.run.checkpoint_steps = 10_000

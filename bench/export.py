@@ -32,7 +32,7 @@ def build(dest: Path, shape: dict = FULL) -> int:
     from safetensors.torch import save_file
     from transformers import Qwen3Config
 
-    from engine.training.models import load_tokenizer
+    from engine.models.loading import load_tokenizer
 
     tok = load_tokenizer("demo:tiny-qwen3")
     cfg = Qwen3Config(vocab_size=len(tok), **shape, tie_word_embeddings=True, eos_token_id=tok.eos_token_id,

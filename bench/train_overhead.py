@@ -81,8 +81,8 @@ def ours(tmp: Path, out: str, steps: int) -> Side:
     """The grpo stage's training (train_grpo): database, callbacks, judge cache, completions table, health."""
     import trl
 
-    from engine.stages.grpo import train_grpo
-    from engine.training import models
+    from engine.models import loading as models
+    from engine.training.grpo import train_grpo
 
     side = Side()
     cfg, ctx, base = demo_grpo_context(tmp)
@@ -106,9 +106,9 @@ def bare(tmp: Path, out: str, steps: int) -> Side:
     from engine.dims import DIMENSIONS, normalised
     from engine.judging.heuristic import heuristic_scores
     from engine.text import split_think
+    from engine.models import loading as models
+    from engine.models.trl_compat import ensure_fused_head
     from engine.training import data as traindata
-    from engine.training import models
-    from engine.training.trl_compat import ensure_fused_head
 
     ensure_fused_head()  # TRL's fused head needs Triton; CPU torch has none (any CPU script needs this)
     side = Side()

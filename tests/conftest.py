@@ -35,7 +35,7 @@ def _model_cache(tmp_path_factory):
         from filelock import FileLock
 
         from engine import config
-        from engine.training import models
+        from engine.models import loading as models
 
         seed = config.load(DEMO).run.seed
         with FileLock(str(cache) + ".lock"), pytest.MonkeyPatch.context() as mp:

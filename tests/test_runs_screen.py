@@ -83,7 +83,7 @@ async def test_runs_table_summaries_sort_and_compare(runs_dir):
         await wait_for(pilot, lambda: _table_ids(app) == [B, A, C])
         await pilot.press("space", "down", "space")
         chart = app.screen.query_one("#compare-chart", LineChart)
-        await wait_for(pilot, lambda: len(chart.lines) == 2)
+        await wait_for(pilot, lambda: app.screen.compare_view is not None and len(chart.lines) == 2)
         console = Console(width=150, record=True)
         console.print(app.screen.compare_view)
         diff = console.export_text()
@@ -94,8 +94,9 @@ async def test_runs_table_summaries_sort_and_compare(runs_dir):
                                                   *[f"grpo/rewards/{d}/mean" for d in DIMENSIONS]})
         assert [line.label for line in chart.lines] == [B, A]
         select.value = "sft/loss"  # a key only one of them has: one line, no "waiting for data"
-        await wait_for(pilot, lambda: app.screen.metric_key == "sft/loss" and len(chart.lines) == 2)
-        assert [line.label for line in chart.lines] == [B, A] and len(chart.lines[1].steps) == 0
+        await wait_for(pilot, lambda: app.screen.metric_key == "sft/loss" and len(chart.lines) == 2
+                       and len(chart.lines[1].steps) == 0)
+        assert [line.label for line in chart.lines] == [B, A]
 
 
 @pytest.mark.parametrize("marked", [True])

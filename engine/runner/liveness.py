@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from engine.runner.procs import pid_alive, same_process
-from engine.store import RunStore, StageRow
+from engine.store import RunStore, StageRow, StageStatus
 
 STALE_HEARTBEAT_S = 30.0  # 15 missed heartbeats (the worker beats every 2 s)
 
@@ -40,7 +40,7 @@ def notice_crashes(store: RunStore) -> list[StageRow]:
     worker that finished meanwhile, or a newer attempt, is left alone). `store` may be read-only: the write then
     goes through a short-lived writer of its own. Returns the stages as they are afterwards."""
     rows = store.stages()
-    gone = [r for r in rows if r.status == "running" and not worker_alive(r)]
+    gone = [r for r in rows if r.status == StageStatus.RUNNING and not worker_alive(r)]
     if not gone:
         return rows
     writer = RunStore(store.path) if store.readonly else store
@@ -50,7 +50,7 @@ def notice_crashes(store: RunStore) -> list[StageRow]:
             tail = " | ".join(r.message.splitlines()[0] for r in writer.last_logs(row.name, 3) if r.message)
             tail = tail or log_tail(store.path.parent / row.name / "worker.log", 3)
             reason = f"worker (pid {row.pid}) is gone without a final status; last log: {tail or '(none)'}"
-            writer.end_attempt(row.name, row.attempts, "crashed", reason)
+            writer.end_attempt(row.name, row.attempts, StageStatus.CRASHED, reason)
     finally:
         if writer is not store:
             writer.close()

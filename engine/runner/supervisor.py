@@ -19,10 +19,10 @@ from engine.config import STAGES, Config
 from engine.errors import UserError
 from engine.runner.grace import stop_grace
 from engine.runner.liveness import STALE_HEARTBEAT_S, driver_alive, log_tail, notice_crashes, worker_alive  # noqa: F401
+from engine.runner.exits import DriverExit, driver_exit
 from engine.runner.procs import ask_to_stop, describe_exit, kill_tree, pid_alive, process_started, spawn_detached  # noqa: F401
-from engine.store import RunStore, StageRow
+from engine.store import RunStore, StageRow, StageStatus
 
-EXIT_ANOTHER_DRIVER = 4
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,12 +48,12 @@ class RunSummary:
 def run_state(stages: list[StageRow]) -> str:
     chosen = [s for s in stages if s.selected]
     states = {s.status for s in chosen}
-    for state in ("running", "crashed", "failed", "cancelled"):
+    for state in (StageStatus.RUNNING, StageStatus.CRASHED, StageStatus.FAILED, StageStatus.CANCELLED):
         if state in states:
             return state
-    if chosen and states <= {"succeeded", "skipped"}:
-        return "succeeded"
-    return "pending"
+    if chosen and states <= {StageStatus.SUCCEEDED, StageStatus.SKIPPED}:
+        return StageStatus.SUCCEEDED
+    return StageStatus.PENDING
 
 
 def resolve_run(run_id: str | None, root: Path) -> Path:
@@ -185,7 +185,7 @@ def drive(run_dir: Path, only: list[str] | None = None) -> int:
     if store.claim_driver(driver_alive, lambda: (me, process_started(me)), me=me) is None:
         print(f"run {run_dir.name} has another live driver; leaving it to that one", flush=True)
         store.close()
-        return EXIT_ANOTHER_DRIVER
+        return DriverExit.ANOTHER_DRIVER
     try:
         for row in store.stages():
             if only is not None and row.name not in only:
@@ -195,7 +195,7 @@ def drive(run_dir: Path, only: list[str] | None = None) -> int:
             code = _drive_stage(store, run_dir, row.name)
             if code is not None:
                 return code
-        return 0
+        return DriverExit.OK
     finally:
         store.release_driver(me)
         store.close()
@@ -215,17 +215,17 @@ def _drive_stage(store: RunStore, run_dir: Path, stage: str) -> int | None:
 
     outcome = store.begin_attempt(stage, spawn)
     if outcome.attempt is None:  # not pending when its turn came: skipped, done, or cancelled meanwhile
-        return None if outcome.status in ("succeeded", "skipped") else (3 if outcome.status == "cancelled" else 1)
+        return driver_exit(outcome.status)
     n = outcome.attempt
     code = procs[0].wait()
     row = store.stage(stage)
-    if row.status == "running" and row.attempts == n:
+    if row.status == StageStatus.RUNNING and row.attempts == n:
         if row.cancel_requested:
-            store.end_attempt(stage, n, "cancelled", f"stopped on request before saving ({describe_exit(code)})", code)
+            store.end_attempt(stage, n, StageStatus.CANCELLED, f"stopped on request before saving ({describe_exit(code)})", code)
         else:
-            store.end_attempt(stage, n, "crashed", f"{describe_exit(code)}; last output: {log_tail(log_path)}", code)
+            store.end_attempt(stage, n, StageStatus.CRASHED, f"{describe_exit(code)}; last output: {log_tail(log_path)}", code)
     status = next(a["status"] for a in store.attempts(stage) if a["n"] == n)
-    return None if status == "succeeded" else (3 if status == "cancelled" else 1)
+    return driver_exit(status)
 
 
 def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None, wait: bool = True) -> list[str]:
@@ -237,13 +237,13 @@ def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None
         cfg = config_mod.load(run_dir / "config.toml")
         grace = cfg.run.cancel_grace_s if grace_s is None else grace_s
         rows = notice_crashes(store)
-        targets = [r for r in rows if r.selected and r.status in ("pending", "running") and (stage is None or r.name == stage)]
+        targets = [r for r in rows if r.selected and r.status in (StageStatus.PENDING, StageStatus.RUNNING) and (stage is None or r.name == stage)]
         if stage is not None and not targets:
             raise UserError(f"stage {stage!r} of run {run_dir.name} is not running or pending")
         running = []
         for row in targets:
             now = store.request_cancel(row.name)  # the stage as it is now: a pending one may have started meanwhile
-            if now is not None and now.status == "running":
+            if now is not None and now.status == StageStatus.RUNNING:
                 running.append(now)
                 ask_to_stop(now.pid, now.pid_started)
         if grace_s is None and running:  # the config's grace stretches to the measured step time
@@ -259,7 +259,7 @@ def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None
             running = [r for r in running if _still_running(store, r)]
         for row in running:
             # Status first (guarded by the attempt), so the driver, seeing its child die, does not call it a crash.
-            if store.end_attempt(row.name, row.attempts, "cancelled", f"killed after the {grace:g} s grace period",
+            if store.end_attempt(row.name, row.attempts, StageStatus.CANCELLED, f"killed after the {grace:g} s grace period",
                                  event="kill") and kill_tree(row.pid, row.pid_started):
                 gone_by = time.monotonic() + 5
                 while worker_alive(row) and time.monotonic() < gone_by:
@@ -269,7 +269,7 @@ def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None
 
 def _still_running(store: RunStore, row: StageRow) -> bool:
     now = store.stage(row.name)
-    return now.status == "running" and now.attempts == row.attempts and worker_alive(now)
+    return now.status == StageStatus.RUNNING and now.attempts == row.attempts and worker_alive(now)
 
 
 def _refuse_while_driven(store: RunStore, run_dir: Path) -> list[StageRow]:
@@ -277,7 +277,7 @@ def _refuse_while_driven(store: RunStore, run_dir: Path) -> list[StageRow]:
     if driver_alive(info.get("driver_pid"), info.get("driver_started")):
         raise UserError(f"run {run_dir.name} is still being driven (pid {info['driver_pid']}); wait or cancel it first")
     rows = notice_crashes(store)
-    if any(r.status == "running" for r in rows):
+    if any(r.status == StageStatus.RUNNING for r in rows):
         raise UserError(f"run {run_dir.name} still has a running stage; cancel it first")
     return rows
 
@@ -287,7 +287,7 @@ def resume(run_dir: Path, stages: list[str] | None = None) -> int:
     with RunStore(run_dir / "run.db") as store:
         rows = _refuse_while_driven(store, run_dir)
         wanted = set(parse_stages(stages)) if stages else None
-        todo = [r for r in rows if (r.selected if wanted is None else r.name in wanted) and r.status not in ("succeeded", "skipped")]
+        todo = [r for r in rows if (r.selected if wanted is None else r.name in wanted) and r.status not in (StageStatus.SUCCEEDED, StageStatus.SKIPPED)]
         if wanted:
             store.select_stages(wanted)
         if not todo:
@@ -311,9 +311,9 @@ def skip(run_dir: Path, stage: str) -> None:
     """Skip a stage that is not running; the driver honours it when the stage's turn comes."""
     with RunStore(run_dir / "run.db") as store:
         status = store.skip_stage(stage)
-    if status == "running":
+    if status == StageStatus.RUNNING:
         raise UserError(f"stage {stage} is running; cancel it first")
-    if status == "succeeded":
+    if status == StageStatus.SUCCEEDED:
         raise UserError(f"stage {stage} already succeeded; there is nothing to skip")
 
 
@@ -323,7 +323,7 @@ def wait(run_dir: Path, poll_s: float = 0.5, timeout_s: float | None = None) -> 
     with RunStore(run_dir / "run.db") as store:
         while True:
             rows = notice_crashes(store)
-            if not any(r.status == "running" for r in rows) and not run_driven(store):
+            if not any(r.status == StageStatus.RUNNING for r in rows) and not run_driven(store):
                 return rows
             if timeout_s is not None and time.monotonic() - start_t > timeout_s:
                 return rows

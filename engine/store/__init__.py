@@ -11,12 +11,12 @@ from __future__ import annotations
 from engine.store.db import MIGRATIONS, SCHEMA_VERSION, Database, StoreError
 from engine.store.lineage import LineageMixin
 from engine.store.review import ReviewMixin
-from engine.store.stages import FINAL, STATUSES, StageRow, StagesMixin
+from engine.store.stages import FINAL, STATUSES, AttemptDecision, StageRow, StagesMixin, StageStatus
 from engine.store.telemetry import EventRow, LogRow, MetricRow, TelemetryMixin
 from engine.store.traces import TracesMixin
 
-__all__ = ["FINAL", "MIGRATIONS", "SCHEMA_VERSION", "STATUSES", "EventRow", "LogRow", "MetricRow", "RunStore",
-           "StageRow", "StoreError"]
+__all__ = ["FINAL", "MIGRATIONS", "SCHEMA_VERSION", "STATUSES", "AttemptDecision", "EventRow", "LogRow", "MetricRow",
+           "RunStore", "StageRow", "StageStatus", "StoreError"]
 
 
 class RunStore(StagesMixin, TelemetryMixin, TracesMixin, ReviewMixin, LineageMixin, Database):
