@@ -145,6 +145,8 @@ async def traces_under_load(root: Path, run: Path) -> None:
     app = make_app(run.name, root)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("f4")
+        while not app.screen.query("#trace-count"):  # composed (on a busy machine that can take a while)
+            await pilot.pause(0.05)
         count = app.screen.query_one("#trace-count")
         for _ in range(600):  # the table and its count are filled (by a worker, once the reads move off the loop)
             await pilot.pause(0.05)

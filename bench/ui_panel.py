@@ -134,6 +134,13 @@ def many_traces(root: Path) -> Path:
     return run
 
 
+async def mounted(pilot, selector):
+    """The widget once the screen just switched to has composed it (on a busy machine that can take a while)."""
+    while not pilot.app.screen.query(selector):
+        await pilot.pause(0.05)
+    return pilot.app.screen.query_one(selector)
+
+
 async def _settled(table, before: int) -> None:
     """The traces screen reads in workers: wait until the table shows the id list asked for after `before`."""
     while table._generation <= before:
@@ -305,7 +312,7 @@ async def traces_keys(root: Path, run: Path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         clock = RepaintClock(app)
         await pilot.press("f4")
-        table = app.screen.query_one(TraceTable)
+        table = await mounted(pilot, TraceTable)
         while len(table.ids) < SIZE.traces:
             await pilot.pause(0.05)
         writer.start()
@@ -341,8 +348,8 @@ async def long_trace(root: Path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         clock = RepaintClock(app)
         await pilot.press("f4")
+        table = await mounted(pilot, TraceTable)
         screen = app.screen
-        table = screen.query_one(TraceTable)
         while len(table.ids) < 4:
             await pilot.pause(0.05)
         opens = []
