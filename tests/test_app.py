@@ -192,7 +192,7 @@ def test_snapshot(snap_compare, runs_dir, room):
     key = {"pipeline": "f2", "training": "f3", "traces": "f4"}[room]
 
     async def before(pilot):
-        await _wait_for(pilot, lambda: len(app.model.stages) == 4 and len(app.model.logs) > 0)
+        await _wait_for(pilot, lambda: bool(app.model.stages) and len(app.model.logs) > 0)
         await pilot.press(key)
         table = app.screen.query_one("#stages", DataTable)
         await _wait_for(pilot, lambda: table.row_count == 4)

@@ -144,10 +144,13 @@ def test_training_snapshot_with_the_health_strip(snap_compare, runs_dir, monkeyp
     async def before(pilot):
         await _wait_for(pilot, lambda: app.model.events and app.model.get("grpo", "reward") is not None)
         await pilot.press("f3")
-        vram = app.screen.query_one(VramPanel)
-        chart = app.screen.query_one("#chart-reward", LineChart)
-        await _wait_for(pilot, lambda: vram.border_title.startswith("RAM") and bool(chart.lines)  # a host sample
-                        and len(chart.lines[0].steps) == 40)
+
+        def ready() -> bool:  # composed, the charts drawn (all 40 steps) and a host sample arrived
+            vram, chart = app.screen.query(VramPanel), app.screen.query("#chart-reward")
+            return bool(vram) and vram.first().border_title.startswith("RAM") and bool(chart) \
+                and bool(chart.first().lines) and len(chart.first().lines[0].steps) == 40
+
+        await _wait_for(pilot, ready)
         await pilot.press("h")
         for _ in range(6):
             await pilot.press("right")

@@ -139,16 +139,19 @@ def test_snapshot_sizes(snap_compare, runs_dir, monkeypatch, room, size):
     key = {"training": "f3", "traces": "f4"}[room]
 
     async def before(pilot):
-        await _wait_for(pilot, lambda: len(app.model.stages) == 4 and app.model.get("grpo", "reward") is not None)
+        await _wait_for(pilot, lambda: bool(app.model.stages) and app.model.get("grpo", "reward") is not None)
         await pilot.press(key)
-        if room == "training":  # the charts are drawn and a host sample has arrived
-            vram, chart = app.screen.query_one(VramPanel), app.screen.query_one("#chart-reward", LineChart)
-            await _wait_for(pilot, lambda: vram.border_title.startswith("RAM")
-                            and bool(chart.lines) and len(chart.lines[0].steps) == 40)  # all 40 steps drawn
-        else:  # the ids are read and the first trace is drawn
-            table = app.screen.query_one(TraceTable)
-            await _wait_for(pilot, lambda: len(table.ids) == 12 and app.screen.view is not None
-                           and bool(app.screen.query(".trace-chunk")))
+        if room == "training":  # composed, the charts drawn (all 40 steps) and a host sample arrived
+            def ready() -> bool:
+                vram, chart = app.screen.query(VramPanel), app.screen.query("#chart-reward")
+                return bool(vram) and vram.first().border_title.startswith("RAM") and bool(chart) \
+                    and bool(chart.first().lines) and len(chart.first().lines[0].steps) == 40
+        else:  # composed, the ids read and the first trace drawn
+            def ready() -> bool:
+                table = app.screen.query(TraceTable)
+                return bool(table) and len(table.first().ids) == 12 and app.screen.view is not None \
+                    and bool(app.screen.query(".trace-chunk"))
+        await _wait_for(pilot, ready)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=before)
