@@ -134,7 +134,7 @@ def many_traces(root: Path) -> Path:
     return run
 
 
-async def mounted(pilot, selector):
+async def composed(pilot, selector):
     """The widget once the screen just switched to has composed it (on a busy machine that can take a while)."""
     while not pilot.app.screen.query(selector):
         await pilot.pause(0.05)
@@ -312,7 +312,7 @@ async def traces_keys(root: Path, run: Path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         clock = RepaintClock(app)
         await pilot.press("f4")
-        table = await mounted(pilot, TraceTable)
+        table = await composed(pilot, TraceTable)
         while len(table.ids) < SIZE.traces:
             await pilot.pause(0.05)
         writer.start()
@@ -348,7 +348,7 @@ async def long_trace(root: Path) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         clock = RepaintClock(app)
         await pilot.press("f4")
-        table = await mounted(pilot, TraceTable)
+        table = await composed(pilot, TraceTable)
         screen = app.screen
         while len(table.ids) < 4:
             await pilot.pause(0.05)
