@@ -301,6 +301,49 @@ async def training_keys(root: Path) -> None:
           f"on {os.cpu_count()} cores")
 
 
+async def switch_keys(root: Path) -> None:
+    """Issue 19: switching rooms (F2-F7) and the Training screen's h (health) and l (completions), key press to the
+    first frame painted after it, while a synthetic GRPO writer adds 1,000 metric rows/s. The first visit of each
+    room (it is built then) and the later visits are reported apart."""
+    from app.app import make_app
+
+    run = make_fixture_run(root, "20260211-101500-switch", traces=200, with_metrics=True)
+    with RunStore(run / "run.db") as s:
+        s._conn.execute("UPDATE stages SET status = 'running', selected = 1 WHERE name = 'grpo'")
+    app = make_app(run.name, root)
+    writer = Ingest(run)
+    rooms = ["f3", "f4", "f5", "f6", "f7", "f2"]
+    async with app.run_test(size=(120, 40)) as pilot:
+        clock = RepaintClock(app)
+        await pilot.pause(1.0)
+        writer.start()
+        try:
+            await pilot.pause(1.0)
+            first = {k: await clock.press(pilot, k) for k in rooms}
+            await pilot.pause(0.5)
+            again: list[float] = []
+            training: list[float] = []
+            for _ in range(8):
+                for k in rooms:
+                    again.append(await clock.press(pilot, k))
+                    await asyncio.sleep(0.05)
+                await clock.press(pilot, "f3")
+                await pilot.pause(0.1)
+                training.append(await clock.press(pilot, "h"))
+                await pilot.pause(0.05)
+                training.append(await clock.press(pilot, "l"))
+                await pilot.pause(0.2)
+                await pilot.press("escape")
+                await pilot.pause(0.05)
+        finally:
+            writer.stop()
+    firsts = "  ".join(f"{k.upper()} {v * 1000:.0f}" for k, v in first.items())
+    print(f"ui_panel: switching rooms while 1,000 metric rows/s arrive, key -> first frame: first visits (ms) {firsts}; "
+          f"later visits median {pct(again, 50) * 1000:.0f} ms, p99 {pct(again, 99) * 1000:.0f} ms over {len(again)}; "
+          f"Training h/l median {pct(training, 50) * 1000:.0f} ms, p99 {pct(training, 99) * 1000:.0f} ms "
+          f"(target p99 <= 100 ms); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
 async def traces_keys(root: Path, run: Path) -> None:
     """Issue 10: keys on the traces screen at 100,000 traces while 1,000 metric rows/s arrive; score edits with the
     agreement panel open."""
@@ -388,9 +431,14 @@ async def long_trace(root: Path) -> None:
 
 
 def main(only: str | None = None) -> None:
-    """Every figure; `--only keys` runs the issue 10/15 ones (keys to repaint, the long trace)."""
+    """Every figure; `--only keys` runs the issue 10/15/19 ones (keys to repaint, the long trace); `--only switch`
+    the room switches and the Training keys alone."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        if only == "switch":  # issue 19: rooms and the Training keys only
+            asyncio.run(switch_keys(root))
+            asyncio.run(training_keys(root))
+            return
         if only != "keys":
             first_frame(root, big_run(root))
             chart()
@@ -400,6 +448,7 @@ def main(only: str | None = None) -> None:
             asyncio.run(traces(root, many))
         asyncio.run(long_trace(root))
         asyncio.run(training_keys(root))
+        asyncio.run(switch_keys(root))
         asyncio.run(traces_keys(root, many))
         asyncio.run(traces_under_load(root, many))
 
