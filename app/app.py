@@ -44,6 +44,7 @@ class AbaApp(RunControl, App):
         Binding("f5", "switch_mode('runs')", "Runs", show=False),
         Binding("f6", "switch_mode('eval')", "Eval", show=False),
         Binding("f7", "switch_mode('commitment')", "Commitment", show=False),
+        Binding("f8", "switch_mode('playground')", "Playground", show=False),
         # Run control: one meaning on every screen; each asks first where it stops, replaces or doubles work.
         Binding("n", "new_run", "new run", show=False),
         Binding("s", "start_stage", "start stage", show=False),
@@ -60,13 +61,14 @@ class AbaApp(RunControl, App):
         from app.screens.commitment import CommitmentScreen
         from app.screens.evals import EvalScreen
         from app.screens.pipeline import PipelineScreen
+        from app.screens.playground import PlaygroundScreen
         from app.screens.runs import RunsScreen
         from app.screens.traces import TracesScreen
         from app.screens.training import TrainingScreen
 
         self.MODES = {
             "pipeline": PipelineScreen, "training": TrainingScreen, "traces": TracesScreen, "runs": RunsScreen,
-            "eval": EvalScreen, "commitment": CommitmentScreen,
+            "eval": EvalScreen, "commitment": CommitmentScreen, "playground": PlaygroundScreen,
         }
         super().__init__()
         self.runs_dir = runs_dir
@@ -84,6 +86,7 @@ class AbaApp(RunControl, App):
 
     def on_mount(self) -> None:
         self.switch_mode("pipeline")
+        self._resume_queue(self.runs_dir)
         if self.model.run_dir is not None:
             self.open_run(self.model.run_dir)
         self.watch_runs_folder()
@@ -119,6 +122,19 @@ class AbaApp(RunControl, App):
         screen = self.screen
         if hasattr(screen, "action_reload") and type(screen).__name__ == "RunsScreen":
             screen.action_reload()
+
+    @work(thread=True, exclusive=True, group="queue", exit_on_error=False)
+    def _resume_queue(self, root: Path) -> None:
+        """A panel that starts finds queued runs without a driver (a reboot, a killed driver): start one."""
+        from engine.sweep.queue import ensure_driver
+
+        try:
+            pid = ensure_driver(root)
+        except Exception as err:  # the panel opens anyway; the queue is only reported
+            self.call_from_thread(self.notify, f"run queue not resumed: {inert(err, oneline=True)}", severity="warning")
+            return
+        if pid:
+            self.call_from_thread(self.notify, f"run queue resumed (driver pid {pid})")
 
     # -- the open run -----------------------------------------------------------------------
 

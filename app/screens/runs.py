@@ -47,11 +47,16 @@ def _sort_value(row: dict[str, Any], column: int) -> Any:
 
 def load_summaries(root: Path) -> list[dict[str, Any]]:
     from engine.reporting.compare import run_summary
+    from engine.sweep.queue import positions
+    from engine.sweep.sweeps import membership
 
+    queued = positions(root)  # run id -> "queued #N" / "running": the queue's order, shown in the stages column
     out = []
     for path in sup.list_run_dirs(root):
         try:
-            out.append(run_summary(path) | {"path": path})
+            sweep = membership(path)
+            out.append(run_summary(path) | {"path": path, "queue": queued.get(path.name, ""),
+                                            "sweep": sweep["sweep"] if sweep else ""})
         except Exception:  # a run being created or a damaged database: leave it out of the table, never crash
             continue
     return out
@@ -125,7 +130,8 @@ class RunsScreen(ReportsFailures, Screen):
                 "●" if r["id"] in self.marked else "", Text(" " + cut_middle(r["id"], ID_W)),
                 Text(" " + cut_middle(inert(r["name"], oneline=True), NAME_W)),
                 *[Text(" " + v, justify="right") for v in numbers],
-                Text(" " + " ".join(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())),
+                Text(" " + " ".join([*([f"[{r['queue']}]"] if r.get("queue") else []),  # the queue's order
+                                     *(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())])),
                 Text(" " + inert(r["data"], oneline=True)),
                 key=r["id"],
             )

@@ -32,6 +32,10 @@ class StoreCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs: Any):
         self.total_steps = self.total_steps or state.max_steps
+        if args.report_to and args.report_to != ["none"]:
+            from engine.training.trackers import log_config
+
+            log_config(self.ctx)
         self._t_step = time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kwargs: Any):
