@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import tomllib
 
-import pytest
-
 from engine.models import loading as models
 from tests.conftest import DEMO, ROOT
 
 NAME = "demo:tiny-qwen3"
 SEED = tomllib.loads(DEMO.read_text(encoding="utf-8"))["run"]["seed"]
-
 
 def test_shipped_demo_model_fits_the_demo_seed_and_todays_data():
     assert models.shipped_demo_base(NAME, SEED) == models.DEMO_SHIPPED, (
@@ -21,7 +18,6 @@ def test_shipped_demo_model_fits_the_demo_seed_and_todays_data():
     size = (models.DEMO_SHIPPED / "model.safetensors").stat().st_size
     assert size < 2 * 1024 * 1024, f"{size} bytes: the shipped demo model should stay about 1 MB"
 
-
 def test_a_run_on_the_demo_seed_copies_the_shipped_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("ABA_CACHE_DIR", str(tmp_path / "cache"))  # an empty cache: nothing built before
     lines = []
@@ -30,8 +26,6 @@ def test_a_run_on_the_demo_seed_copies_the_shipped_weights(tmp_path, monkeypatch
     assert any("data/demo/tiny-qwen3" in line and "build_model.py" in line for line in lines), lines
     assert not (tmp_path / "cache").exists()  # nothing was built
 
-
-@pytest.mark.slow
 def test_the_script_rebuilds_the_shipped_weights(tmp_path):
     """The committed file is what data/demo/build_model.py makes from the seed (same code, same pre-training)."""
     import importlib.util

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from textual.widgets import DataTable, Input, Select
 
 from app.app import make_app
@@ -20,7 +19,6 @@ def _cells(table: DataTable) -> dict[str, str]:
     return {str(table.get_row_at(i)[0]): table.get_row_at(i)[1].plain for i in range(table.row_count)}
 
 
-@pytest.mark.slow
 async def test_n_then_enter_on_an_empty_runs_folder_runs_the_demo_to_the_end(runs_dir):
     assert not any(runs_dir.iterdir())
     app = make_app(None, runs_dir, DEMO)
