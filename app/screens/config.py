@@ -116,8 +116,9 @@ class NewRunScreen(ReportsFailures, ModalScreen[NewRun | None]):
         except UserError as err:
             self.query_one("#newrun-error", Static).update(Text(str(err), style="bold red"))
             return
-        picked = self.query_one("#newrun-data", Select).value
+        data = self.query_one("#newrun-data", Select)
         file = self.query_one("#newrun-file", Input).value.strip()
         name = self.query_one("#newrun-name", Input).value.strip()
-        data_from = file or (None if picked is Select.BLANK else str(picked))
+        # is_blank(), not a sentinel: Textual renamed Select.BLANK to Select.NULL, and Widget.BLANK is a bool.
+        data_from = file or (None if data.is_blank() else str(data.value))
         self.dismiss(NewRun(path, data_from, name or None))

@@ -191,7 +191,7 @@ class RunsScreen(ReportsFailures, Screen):
         self._start_compare()
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if event.select.id == "compare-key" and event.value is not Select.BLANK and event.value != self.metric_key:
+        if event.select.id == "compare-key" and not event.select.is_blank() and event.value != self.metric_key:
             self.metric_key = str(event.value)
             self._start_compare()
 

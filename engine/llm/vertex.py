@@ -62,6 +62,19 @@ def parse_response(payload: dict[str, Any], model: str = "") -> LLMResult:
     )
 
 
+def require_google(module: str, package: str) -> None:
+    """The Google clients are the `vertex` extra (the demo and the panel do without): one line when one is missing."""
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ImportError:  # no `google` namespace at all
+        found = False
+    if not found:
+        raise UserError(f"the vertex backends need {package}, which is not installed: pip install -e \".[vertex]\" "
+                        "-c requirements/lock.txt")
+
+
 def _to_sdk_config(body: dict[str, Any]):
     from google.genai import types
 
@@ -88,6 +101,8 @@ class VertexBackend(LLMBackend):
         self.location = location or os.environ.get("GOOGLE_CLOUD_LOCATION", "global")
         if not self.project:
             raise UserError("vertex backend: no project (set llm.project in the config or GOOGLE_CLOUD_PROJECT)")
+        if client is None:
+            require_google("google.genai", "google-genai")
         self._client = client  # a ready genai.Client (tests hand in one on a fake transport)
 
     def client(self):

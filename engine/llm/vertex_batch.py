@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.llm.base import LLMError, LLMResult
-from engine.llm.vertex import build_request, parse_response
+from engine.llm.vertex import build_request, parse_response, require_google
 from engine.context import StageCancelled, StageFailed
 
 LABEL = "aba_call"  # label keys: lowercase letters, digits, _ and -, starting with a letter; values at most 63 chars
@@ -75,6 +75,7 @@ def parse_batch_results(lines: Iterable[str], index: dict[str, str]) -> tuple[di
 
 def _services():
     """The Google Cloud clients (a function, so tests can hand in stand-ins)."""
+    require_google("google.cloud.aiplatform", "google-cloud-aiplatform")
     from google.cloud import aiplatform, storage
 
     return aiplatform, storage

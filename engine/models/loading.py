@@ -17,6 +17,8 @@ from engine.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_TOKENIZER = ROOT / "data" / "demo" / "tokenizer"
+# The demo base as built for the demo's seed, shipped so a first run needs no pre-training (data/demo/build_model.py).
+DEMO_SHIPPED = ROOT / "data" / "demo" / "tiny-qwen3"
 DEMO_PREFIX = "demo:"
 
 # The tiny Qwen3-architecture model: small enough to train on 2 CPU cores in seconds.
@@ -165,7 +167,13 @@ def materialize_demo_base(name: str, seed: int, dest: Path, log=None, progress=N
     # Built once per runs folder and copied into each run, so every run holds the exact base it trained from.
     root = Path(os.environ.get("ABA_CACHE_DIR") or dest.parent.parent / ".cache")
     cache = root / f"{name.split(':', 1)[1]}-seed{seed}-{_demo_fingerprint()}"
-    if not (cache / "config.json").exists():
+    shipped = shipped_demo_base(name, seed)
+    if shipped is not None:
+        cache = shipped
+        if log:
+            log(f"the tiny demo model {name} (seed {seed}): the weights shipped in {shipped.relative_to(ROOT)}, "
+                "made by data/demo/build_model.py")
+    elif not (cache / "config.json").exists():
         if log:
             log(f"building the tiny demo model {name} (seed {seed}): a few seconds of pre-training on the shipped "
                 "text, once per runs folder")
@@ -175,6 +183,17 @@ def materialize_demo_base(name: str, seed: int, dest: Path, log=None, progress=N
     shutil.copytree(cache, tmp)
     tmp.replace(dest)
     return dest
+
+
+def shipped_demo_base(name: str, seed: int) -> Path | None:
+    """The shipped build of the demo base when it is the one this seed and today's tokenizer and text would make."""
+    try:
+        made = json.loads((DEMO_SHIPPED / "built_from.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if made.get("name") != name or made.get("seed") != seed or made.get("fingerprint") != _demo_fingerprint():
+        return None
+    return DEMO_SHIPPED if (DEMO_SHIPPED / "model.safetensors").exists() else None
 
 
 def _demo_fingerprint() -> str:
