@@ -58,12 +58,15 @@ def _insert_metrics(c: sqlite3.Connection, rows: list[tuple[str, int, str, float
         if stage not in attempts:
             attempts[stage] = attempt_of(c, stage)
         first[(stage, key)] = min(step, first.get((stage, key), step))
+    # Insert first, then delete: a new row's id is then above every id deleted, so ids keep growing (rowids of
+    # deleted rows at the top would be reused otherwise, and a follower reading "ids above the last seen" would
+    # miss the new rows).
+    c.executemany("INSERT INTO metrics (stage, step, key, value, time, attempt) VALUES (?, ?, ?, ?, ?, ?)",
+                  [(*r, attempts[r[0]]) for r in rows])
     for (stage, key), step in first.items():
         if attempts[stage]:
             c.execute("DELETE FROM metrics WHERE stage = ? AND key = ? AND step >= ? AND attempt < ?",
                       (stage, key, step, attempts[stage]))
-    c.executemany("INSERT INTO metrics (stage, step, key, value, time, attempt) VALUES (?, ?, ?, ?, ?, ?)",
-                  [(*r, attempts[r[0]]) for r in rows])
 
 
 class TelemetryMixin:
@@ -143,13 +146,13 @@ class TelemetryMixin:
         """An event; the same event (stage, kind, message) from an earlier attempt is replaced by this one."""
         with self._tx() as c:
             n = attempt_of(c, stage)
-            if n:
-                c.execute("DELETE FROM events WHERE stage = ? AND kind = ? AND message = ? AND attempt < ?",
-                          (stage, kind, message, n))
-            c.execute(
+            c.execute(  # inserted before the delete: ids keep growing (see _insert_metrics)
                 "INSERT INTO events (stage, time, kind, message, data, attempt) VALUES (?, ?, ?, ?, ?, ?)",
                 (stage, time.time(), kind, message, json.dumps(data or {}), n),
             )
+            if n:
+                c.execute("DELETE FROM events WHERE stage = ? AND kind = ? AND message = ? AND attempt < ?",
+                          (stage, kind, message, n))
 
     def events(self, stage: str | None = None, kind: str | None = None, after_id: int = 0) -> list[EventRow]:
         sql, args = "SELECT id, stage, time, kind, message, data FROM events WHERE id > ?", [after_id]
@@ -179,13 +182,13 @@ class TelemetryMixin:
         """A sample; an earlier attempt's samples of this step or later are replaced (see _insert_metrics)."""
         with self._tx() as c:
             n = attempt_of(c, stage)
-            if n:
-                c.execute("DELETE FROM samples WHERE stage = ? AND step >= ? AND attempt < ?", (stage, step, n))
-            c.execute(
+            c.execute(  # inserted before the delete: ids keep growing (see _insert_metrics)
                 "INSERT INTO samples (stage, step, prompt, completion, scores, reward, time, attempt)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (stage, step, prompt, completion, json.dumps(scores), _clean(reward), time.time(), n),
             )
+            if n:
+                c.execute("DELETE FROM samples WHERE stage = ? AND step >= ? AND attempt < ?", (stage, step, n))
 
     def samples(self, stage: str, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._q(
