@@ -19,6 +19,7 @@ from app.widgets.chart import PALETTE, Line, LineChart
 from engine.dims import DIMENSIONS, SHORT
 from engine.runner import supervisor as sup
 from engine.store import RunStore
+from engine.text import inert
 
 STATUS_MARK = {"succeeded": "✓", "failed": "✗", "crashed": "✗", "running": "▶", "pending": "·", "cancelled": "⊘",
                "skipped": "-"}
@@ -46,14 +47,16 @@ def _sort_value(row: dict[str, Any], column: int) -> Any:
 
 
 def load_summaries(root: Path) -> list[dict[str, Any]]:
-    from engine.reporting.compare import run_summary
+    from engine.reporting.compare import summary_or_damage
 
     out = []
     for path in sup.list_run_dirs(root):
         try:
-            out.append(run_summary(path) | {"path": path})
-        except Exception:  # a run being created or a damaged database: leave it out of the table, never crash
+            row = summary_or_damage(path)  # a damaged database is a row that says so, never left out
+        except Exception:  # noqa: BLE001 - a run being created: never crash the list
             continue
+        if row is not None:
+            out.append(row | {"path": path})
     return out
 
 
@@ -147,7 +150,8 @@ class RunsScreen(Screen):
         for r in have + lack:  # runs without the value go last whichever way the sort runs
             rating = r["rating"]
             table.add_row(
-                "●" if r["id"] in self.marked else "", r["id"], Text(r["name"]), Text(r["data"]),
+                "●" if r["id"] in self.marked else "", r["id"],
+                Text(inert(r["name"], oneline=True), style="bold red" if r.get("damaged") else ""), Text(r["data"]),
                 Text(" ".join(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())),
                 _duration(r["duration_s"]), _num(r["sft_loss"]), _num(r["grpo_reward"]),
                 *[_num(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],

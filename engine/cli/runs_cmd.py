@@ -8,6 +8,7 @@ import json
 from engine.cli.common import console
 from engine.dims import DIMENSIONS, SHORT
 from engine.runner import supervisor as sup
+from engine.text import inert
 
 
 def _f(v, fmt: str = "{:.4f}") -> str:
@@ -30,10 +31,10 @@ def _duration(s: float | None) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from engine.reporting.compare import run_summary
+    from engine.reporting.compare import summary_or_damage
 
     root = sup.runs_dir(args.runs_dir)
-    rows = [run_summary(d) for d in sup.list_run_dirs(root)]
+    rows = [r for r in map(summary_or_damage, sup.list_run_dirs(root)) if r is not None]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -45,7 +46,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in rows:
         rating = r["rating"]
         table.add_row(
-            r["id"], Text(r["name"]), Text(r["data"]), " ".join(f"{k}:{v}" for k, v in r["stages"].items()), _duration(r["duration_s"]),
+            r["id"], Text(inert(r["name"], oneline=True), style="bold red" if r.get("damaged") else ""), Text(r["data"]), " ".join(f"{k}:{v}" for k, v in r["stages"].items()), _duration(r["duration_s"]),
             _f(r["sft_loss"]), _f(r["grpo_reward"]), *[_f(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
             f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
             f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else "",
