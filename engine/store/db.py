@@ -192,6 +192,8 @@ class Database:
         try:
             mode = self._conn.execute("PRAGMA journal_mode" if readonly else "PRAGMA journal_mode = WAL").fetchone()
         except sqlite3.DatabaseError as err:
+            if read_only(err):
+                raise StoreError(f"{self.path} is read-only ({err}): it can be read, not written") from None
             raise StoreError(f"{self.path}: not a run database ({err})") from None
         if readonly and mode[0] != "wal" and not self.immutable:
             raise StoreError(f"{self.path}: not a run database (journal mode {mode[0]})")
