@@ -14,11 +14,11 @@ from textual.worker import Worker, WorkerState
 
 from app.control import EtaUpdate, RunControl
 from app.messages import RunDelta, RunOpened, RunProblem
-from app.watch import RunModel
-from app.widgets.health import first_fire_notices
+from app.run_model import RunModel
+from app.widgets.health_strip import first_fire_notices
 from engine import config as config_mod
 from engine.runner import supervisor as sup
-from engine.runner.progress import eta_left
+from engine.progress import eta_left
 from engine.runner.follow import Follower
 from engine.dims import equal_weights
 from engine.errors import UserError

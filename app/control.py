@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.screen import Screen
 
 from app.screens.confirm import ConfirmScreen, StagePicker
-from engine.stages.registry import STAGES
+from engine.registry import STAGES
 from engine.errors import UserError
 from engine.runner import supervisor as sup
 

@@ -24,9 +24,9 @@ def demo_grpo_context(tmp: Path, edit=None):
     """(cfg, StageContext, base model path) for the demo's grpo stage in a fresh run folder; `edit(cfg)` first."""
     from engine import config
     from engine.config import STAGES
-    from engine.runner.context import StageContext
+    from engine.context import StageContext
     from engine.store import RunStore
-    from engine.training import models
+    from engine.models import loading as models
 
     cfg = config.load(ROOT / "data" / "configs" / "demo.toml")
     cfg.run.checkpoint_steps = 10_000

@@ -23,7 +23,7 @@ def build(dest: Path) -> int:
     from safetensors.torch import save_file
     from transformers import Qwen3Config
 
-    from engine.training.models import load_tokenizer
+    from engine.models.loading import load_tokenizer
 
     tok = load_tokenizer("demo:tiny-qwen3")
     cfg = Qwen3Config(vocab_size=len(tok), hidden_size=1536, intermediate_size=4096, num_hidden_layers=14,

@@ -32,8 +32,8 @@ def _setup(tmp: Path, judge_url: str | None, concurrency: int):
 
 def run(tmp: Path, judge_url: str | None, concurrency: int = CONCURRENCY) -> tuple[float, list]:
     """Median step time (the first step, which builds caches, left out) and the judge/* metrics per step."""
-    from engine.stages.grpo import train_grpo
-    from engine.training import models
+    from engine.training.grpo import train_grpo
+    from engine.models import loading as models
 
     cfg, ctx, base = _setup(tmp, judge_url, concurrency)
     _, cb = train_grpo(ctx, models.pick_backend(cfg), base, tmp / "out", max_steps=STEPS)

@@ -1,6 +1,6 @@
 """Merge memory: a Qwen3-shaped random model (>= 1.3 GB of bf16 safetensors) merged with its LoRA two ways.
 
-streaming (engine.evaluation.lora_merge, what every stage merge uses): one tensor at a time from the files;
+streaming (engine.models.lora_merge, what every stage merge uses): one tensor at a time from the files;
 in-memory (the old path): the whole model loaded, PEFT's merge_and_unload, save_pretrained.
 Each runs in its own process; the figure is that process's peak RSS as a ratio of the model's bytes (target <= 1.2,
 streaming <= 0.5). The streamed result is compared with PEFT's merge_and_unload tensor by tensor.
@@ -106,7 +106,7 @@ def peak_rss_mb():
 STREAMING = PEAK + """
 import json, sys, time
 from pathlib import Path
-from engine.evaluation.lora_merge import merge_streaming
+from engine.models.lora_merge import merge_streaming
 before = peak_rss_mb()
 t0 = time.perf_counter()
 info = merge_streaming(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]))

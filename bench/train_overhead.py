@@ -24,8 +24,8 @@ def _setup(tmp: Path):
 
 
 def ours(tmp: Path, out: str) -> list[float]:
-    from engine.training import models
-    from engine.stages.grpo import train_grpo
+    from engine.models import loading as models
+    from engine.training.grpo import train_grpo
 
     cfg, ctx, base = _setup(tmp)
     backend = models.pick_backend(cfg)
@@ -39,12 +39,12 @@ def bare(tmp: Path, out: str) -> list[float]:
     from transformers import AutoModelForCausalLM, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from engine.training import models
+    from engine.models import loading as models
     from engine.training import data as traindata
     from engine.dims import DIMENSIONS
     from engine.judging.heuristic import heuristic_scores
     from engine.text import split_think
-    from engine.training.trl_compat import ensure_fused_head
+    from engine.models.trl_compat import ensure_fused_head
 
     ensure_fused_head()
     cfg, ctx, base = _setup(tmp)

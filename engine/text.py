@@ -43,10 +43,3 @@ def inert(text: object, *, tab: int = TAB, oneline: bool = False) -> str:
     if oneline and "\n" in s:
         s = s.replace("\n", "\u23ce")
     return s
-
-
-def inert_text(text: object, style: str = "", *, oneline: bool = False):
-    """A rich Text of `inert(text)`: literal (no markup parsing), safe to draw."""
-    from rich.text import Text
-
-    return Text(inert(text, oneline=oneline), style=style)

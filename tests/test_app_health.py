@@ -7,13 +7,12 @@ import time
 from textual.widgets import DataTable, Static
 
 from app.app import make_app
-from app.screens.completions import printable
 from app.widgets.chart import LineChart
-from app.widgets.health import RuleChip
+from app.widgets.health_strip import RuleChip
 from engine.config.sections import HealthConfig
 from engine.dims import DIMENSIONS
 from engine.store import RunStore
-from engine.training.health import Facts, replay
+from engine.training.health_rules import Facts, replay
 from tests.uifixtures import T0, make_fixture_run
 from tests.uifixtures import text_of as _text, wait_for as _wait_for
 
@@ -122,7 +121,7 @@ async def test_click_on_the_reward_chart_opens_that_steps_completions(runs_dir):
         assert [str(c) for c in row[6:]] == ["0.20"] * 9
         await pilot.press("down")
         detail = _text(screen.query_one("#completion-text", Static))
-        assert "[red]r[/red]" in detail and "\\x1b[31m[bold]x[/bold]" in detail  # literal, never interpreted
+        assert "[red]r[/red]" in detail and "\u241b[31m[bold]x[/bold]" in detail  # literal, never interpreted
         await pilot.press("right_square_bracket")
         assert _text(screen.query_one("#completions-title", Static)).startswith("grpo step 30 ")
         await pilot.press("right_square_bracket")  # the last one stays
@@ -132,10 +131,6 @@ async def test_click_on_the_reward_chart_opens_that_steps_completions(runs_dir):
         await pilot.press("l")
         await _wait_for(pilot, lambda: type(app.screen).__name__ == "CompletionsScreen")
         await _wait_for(pilot, lambda: "grpo step 30" in _text(app.screen.query_one("#completions-title", Static)))
-
-
-def test_printable_shows_escape_sequences_literally():
-    assert printable("a\x1b[2Jb\nc\td\x07") == "a\\x1b[2Jb\nc\td\\x07"
 
 
 def test_training_snapshot_with_the_health_strip(snap_compare, runs_dir, monkeypatch):

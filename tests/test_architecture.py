@@ -53,6 +53,20 @@ def test_contract_breaks_when_the_engine_imports_the_panel(tmp_path):
     assert "engine never imports app" in proc.stdout and "engine.dims -> app" in proc.stdout
 
 
+def test_layers_contract_breaks_when_a_lower_wing_imports_a_higher_one(tmp_path):
+    """The layers contract can fail: a copy of the tree where model loading imports the runner, even inside a
+    function, is refused, and lint-imports names the import."""
+    for name in ("engine", "app"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    with (tmp_path / "engine" / "models" / "loading.py").open("a", encoding="utf-8") as f:
+        f.write("\n\ndef _upward():\n    import engine.runner.supervisor  # noqa: F401\n")
+    proc = _lint(tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "the wings in layers, one way" in proc.stdout and "BROKEN" in proc.stdout
+    assert "engine.models.loading -> engine.runner.supervisor" in proc.stdout
+
+
 def test_no_module_imports_itself_round_about():
     graph = grimp.build_graph("engine", "app", cache_dir=None)
     cycles = module_cycles(graph, ("engine", "app"))

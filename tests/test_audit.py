@@ -8,7 +8,7 @@ import re
 import pytest
 
 from engine.dims import DIMENSIONS
-from engine.judging.audit import degenerate_completions
+from engine.evaluation.audit import degenerate_completions
 from engine.runner import supervisor as sup
 from engine.store import RunStore
 from tests.conftest import DEMO, aba, demo_variant, run_id_of

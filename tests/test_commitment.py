@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.evaluation import commitment as cm
-from engine.training import models
+from engine.models import loading as models
 from engine.errors import UserError
 from tests.conftest import ROOT, aba, demo_variant, run_id_of
 

@@ -13,7 +13,7 @@ import pytest
 
 from engine.runner import supervisor as sup
 from engine.dims import DIMENSIONS, TIERS, equal_weights
-from engine.reporting.agreement import judge_agreement, kendall_tau_b, spearman
+from engine.evaluation.agreement import judge_agreement, kendall_tau_b, spearman
 from engine.store import RunStore
 from tests.conftest import aba, demo_variant, run_id_of
 from tests.fake_openai import FakeOpenAI

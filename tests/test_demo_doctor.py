@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.reporting.health import gain_line, reward_gain
+from engine.reporting.health_table import gain_line, reward_gain
 from engine.runner import supervisor as sup
 from engine.store import RunStore
 from tests.conftest import DEMO, ROOT, aba, run_id_of

@@ -84,8 +84,8 @@ def test_ties_merge_equals_the_formula(tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from engine.training import models
-    from engine.evaluation.merging import merge_ties, ties_formula
+    from engine.models import loading as models
+    from engine.models.merging import merge_ties, ties_formula
 
     base_dir = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
     paths = {}
@@ -118,7 +118,7 @@ def test_ties_merge_equals_the_formula(tmp_path):
 def test_gguf_round_trip(tmp_path):
     import gguf
 
-    from engine.training import models
+    from engine.models import loading as models
     from engine.evaluation.gguf import verify_gguf, write_gguf
 
     base_dir = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
@@ -136,7 +136,7 @@ def test_gguf_round_trip(tmp_path):
 
 
 def test_gguf_verification_catches_damage(tmp_path):
-    from engine.training import models
+    from engine.models import loading as models
     from engine.evaluation.gguf import verify_gguf, write_gguf
 
     base_dir = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")

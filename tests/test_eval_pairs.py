@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from engine.evaluation.answers import checklist, paired_diffs, tournament
+from engine.evaluation.tournament import ChecklistItem, checklist, paired_diffs, tournament
 from engine.judging.llm_judge import pairwise_llm
 from engine.llm.limits import LimitedBackend, RetryPolicy
 from engine.llm.openai_compat import OpenAIBackend
@@ -17,7 +17,7 @@ def test_paired_comparison_skips_pairs_where_the_judge_failed():
     assert [round(d, 6) for d in diffs] == [0.3, 0.1] and skipped == 2
     items = checklist({}, {"grpo": [], "base": []}, {"grpo": [0.8, None, 0.6, 0.7], "base": [0.5, 0.4, None, 0.6]},
                       "grpo", "base", 50)
-    row = items["dimension scores improve vs baseline"]
+    row = items[ChecklistItem.IMPROVES]
     assert row["skipped"] == 2 and "over 2 held-out prompts; 2 pair(s) skipped, judge failed" in row["detail"]
 
 

@@ -13,7 +13,7 @@ from tests.fake_openai import FakeOpenAI
 def _ctx(tmp_path: Path, targets: dict[str, int]):
     from engine import config
     from engine.config import STAGES
-    from engine.runner.context import StageContext
+    from engine.context import StageContext
     from engine.store import RunStore
 
     cfg = config.load(DEMO)

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from engine.evaluation import llama_check
-from engine.training import models
+from engine.models import loading as models
 
 SAMPLES = [
     "In 2024, 17 of 365 days were cold: -3.5°C!",

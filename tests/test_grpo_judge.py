@@ -42,7 +42,7 @@ def test_one_concurrent_call_per_distinct_completion_shared_by_nine_functions():
 def _ctx(tmp_path, url: str, with_base: bool = True, **grpo):
     from engine import config
     from engine.config import STAGES
-    from engine.runner.context import StageContext
+    from engine.context import StageContext
     from engine.store import RunStore
 
     cfg = config.load(DEMO)
@@ -67,7 +67,7 @@ def _ctx(tmp_path, url: str, with_base: bool = True, **grpo):
     ctx = StageContext(name="grpo", run_dir=run_dir, cfg=cfg, store=store)
     if not with_base:
         return cfg, ctx, None
-    from engine.training import models
+    from engine.models import loading as models
 
     return cfg, ctx, models.base_path(cfg, run_dir)
 
@@ -76,8 +76,8 @@ def test_failed_judge_gives_no_reward_and_no_advantage(tmp_path, monkeypatch):
     import torch
     from trl import GRPOTrainer
 
-    from engine.stages.grpo import train_grpo
-    from engine.training import models
+    from engine.training.grpo import train_grpo
+    from engine.models import loading as models
 
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
     calc, gen = GRPOTrainer._calculate_rewards, GRPOTrainer._generate_and_score_completions
@@ -127,9 +127,9 @@ def test_failed_judge_gives_no_reward_and_no_advantage(tmp_path, monkeypatch):
 
 
 def test_too_many_judge_failures_pause_the_stage(tmp_path):
-    from engine.runner.context import StageFailed
-    from engine.stages.grpo import train_grpo
-    from engine.training import models
+    from engine.context import StageFailed
+    from engine.training.grpo import train_grpo
+    from engine.models import loading as models
 
     with FakeOpenAI(fault_rate=1.0, faults=("500",)) as srv:
         cfg, ctx, base = _ctx(tmp_path, srv.url, judge_max_failed_share=0.2, judge_failure_window=2)

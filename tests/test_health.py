@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.config.sections import HealthConfig
-from engine.training.health import ALARM, NO_DATA, OK, RULES, WARN, Facts, replay
+from engine.training.health_rules import ALARM, NO_DATA, OK, RULES, WARN, Facts, replay
 
 SERIES = json.loads((Path(__file__).parent / "data" / "grpo_healthy_series.json").read_text())
 

@@ -6,10 +6,10 @@ import json
 
 from engine import config
 from engine.dims import DIMENSIONS
-from engine.reporting.health import gain_line, reward_gain
-from engine.runner.context import StageContext
+from engine.reporting.health_table import gain_line, reward_gain
+from engine.context import StageContext
 from engine.store import RunStore
-from engine.training.health import Facts, HealthMonitor, HealthReporter
+from engine.training.health_rules import Facts, HealthMonitor, HealthReporter
 from tests.conftest import aba
 from tests.test_app_health import hacked_steps
 from tests.uifixtures import make_fixture_run

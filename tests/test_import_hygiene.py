@@ -10,9 +10,9 @@ from tests.conftest import ROOT
 HEAVY = ("torch", "transformers", "trl", "unsloth", "peft", "datasets", "accelerate", "bitsandbytes",
          "google.genai", "google.cloud.aiplatform", "vertexai", "llama_cpp", "textual")
 
-LIGHT_ENGINE = ("engine.store", "engine.runner.supervisor", "engine.runner.follow", "engine.stages.registry",
-                "engine.config", "engine.dims", "engine.text", "engine.errors", "engine.cli", "engine.cli.follow",
-                "engine.reporting.agreement")
+LIGHT_ENGINE = ("engine.store", "engine.runner.supervisor", "engine.runner.follow", "engine.registry",
+                "engine.config", "engine.dims", "engine.text", "engine.errors", "engine.cli", "engine.cli.live_view",
+                "engine.evaluation.agreement")
 
 
 def _app_modules() -> tuple[str, ...]:

@@ -11,7 +11,7 @@ import pytest
 from engine.config.overrides import with_overrides
 from engine.dims import DIMENSIONS, equal_weights
 from engine.errors import UserError
-from engine.reporting.agreement import pooled_judge_agreement
+from engine.evaluation.agreement import pooled_judge_agreement
 from engine.runner import supervisor as sup
 from engine.store import RunStore
 from tests.conftest import DEMO, ROOT, aba, demo_variant, run_id_of

@@ -259,7 +259,7 @@ def test_vertex_batch_file_and_results(tmp_path):
 
 
 def test_local_backend_generates_with_a_transformers_model(tmp_path):
-    from engine.training import models
+    from engine.models import loading as models
     from engine.llm.local import LocalBackend
 
     path = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.errors import UserError
-from engine.evaluation.lora_merge import Unsupported, merge_streaming, read_header
+from engine.models.lora_merge import Unsupported, merge_streaming, read_header
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -87,11 +87,11 @@ def test_a_lora_from_another_base_is_a_clear_error(tmp_path):
 
 def test_merge_adapter_dora_goes_through_peft_on_cpu(tmp_path):
     from engine import config
-    from engine.evaluation.merging import merge_adapter
+    from engine.models.merging import merge_adapter
     from tests.conftest import DEMO
 
     base, adapter = _tiny(tmp_path, torch.float32, use_dora=True)
-    from engine.training.models import load_tokenizer
+    from engine.models.loading import load_tokenizer
 
     load_tokenizer("demo:tiny-qwen3").save_pretrained(base)
     logs = []

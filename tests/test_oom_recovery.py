@@ -8,7 +8,7 @@ import weakref
 import torch
 
 from engine import config
-from engine.runner.context import StageContext
+from engine.context import StageContext
 from engine.store import RunStore
 from engine.training.trainer import sft_fallbacks, train_with_fallbacks
 from tests.conftest import DEMO
@@ -19,8 +19,8 @@ def test_failed_trainer_is_collected_before_the_retry_builds(tmp_path):
     from transformers import Qwen3Config, Qwen3ForCausalLM, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from engine.training.models import load_tokenizer
-    from engine.training.trl_compat import ensure_fused_head
+    from engine.models.loading import load_tokenizer
+    from engine.models.trl_compat import ensure_fused_head
 
     ensure_fused_head()  # TRL's fused LM head without Triton, as every training stage does on CPU
     tok = load_tokenizer("demo:tiny-qwen3")

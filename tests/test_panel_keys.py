@@ -7,7 +7,7 @@ from app.app import make_app
 from app.screens.confirm import ConfirmScreen, StagePicker
 from app.widgets.trace_table import TraceTable
 from engine.runner import supervisor as sup
-from engine.stages.registry import STAGES
+from engine.registry import STAGES
 from engine.store import RunStore
 from tests.conftest import write_config
 from tests.uifixtures import make_fixture_run

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine.training.models import load_tokenizer
+from engine.models.loading import load_tokenizer
 from engine.training.prompt_fit import fit_prompt, fit_prompts, prompt_tokens
 
 

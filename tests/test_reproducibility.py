@@ -6,7 +6,7 @@ from engine import config
 from engine.reporting.compare import WALL_CLOCK_KEYS, is_wall_clock
 from engine.runner import supervisor as sup
 from engine.store import RunStore
-from engine.training import models
+from engine.models import loading as models
 from tests.conftest import aba, demo_variant, run_id_of
 
 STAGES = "datagen,judge,sft,grpo"

@@ -14,7 +14,7 @@ from engine.config.overrides import with_overrides
 from engine.dims import DIMENSIONS, equal_weights
 from engine.store import RunStore
 from tests.conftest import DEMO
-from tests.uifixtures import T0, make_fixture_run
+from tests.uifixtures import T0, make_fixture_run, wait_for
 
 A, B, C = "20260211-101500-snap", "20260212-090000-lr5e5", "20260213-080000-copy"
 HELDOUT = ["Should I rent or buy?", "Which laptop should I get?", "Is it worth learning Rust now?"]
@@ -83,7 +83,7 @@ async def test_runs_table_summaries_sort_and_compare(runs_dir):
         await pilot.pause(0.2)
         assert _table_ids(app) == [B, A, C]
         await pilot.press("space", "down", "space")
-        await pilot.pause(1.5)
+        await wait_for(pilot, lambda: app.screen.compare_view is not None)
         console = Console(width=150, record=True)
         console.print(app.screen.compare_view)
         diff = console.export_text()
@@ -95,8 +95,9 @@ async def test_runs_table_summaries_sort_and_compare(runs_dir):
         chart = app.screen.query_one("#compare-chart", LineChart)
         assert [line.label for line in chart.lines] == [B, A]
         select.value = "sft/loss"  # a key only one of them has: one line, no "waiting for data"
-        await pilot.pause(1.0)
-        assert [line.label for line in chart.lines] == [B, A] and len(chart.lines[1].steps) == 0
+        await wait_for(pilot, lambda: app.screen.metric_key == "sft/loss" and len(chart.lines) == 2
+                       and len(chart.lines[1].steps) == 0)
+        assert [line.label for line in chart.lines] == [B, A]
 
 
 @pytest.mark.parametrize("marked", [True])

@@ -11,7 +11,7 @@ import sys
 from tests.conftest import ROOT, aba, run_id_of, write_config
 
 # The registry entry: ABA_STAGE_MODULES is the registry's documented way to register a stage without editing
-# engine/stages/registry.py (every process of the run inherits it, so the worker finds the module too).
+# engine/registry.py (every process of the run inherits it, so the worker finds the module too).
 ENV = {"ABA_STAGE_MODULES": "tally=tests.stages.tally",
        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 

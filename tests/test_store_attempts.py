@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from app.watch import RunModel
+from app.run_model import RunModel
 from engine.runner.follow import Follower
 from engine.store import MIGRATIONS, SCHEMA_VERSION, RunStore
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from engine import config
-from engine.training import models
+from engine.models import loading as models
 from engine.runner import supervisor as sup
 from engine.dims import DIMENSIONS
 from engine.errors import UserError
@@ -26,7 +26,7 @@ def test_chat_format_think_survives_and_loss_on_assistant_only(tmp_path):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from engine.training.data import assistant_content
+    from engine.tracefile import assistant_content
 
     base = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
     tok = models.load_tokenizer("demo:tiny-qwen3")
@@ -68,7 +68,7 @@ def test_template_is_qwen3_not_llama():
 def test_torch_fused_head_matches_log_softmax():
     import torch
 
-    from engine.training.trl_compat import TorchChunkedLogProb
+    from engine.models.trl_compat import TorchChunkedLogProb
 
     torch.manual_seed(0)
     h, w, b = torch.randn(7, 16, requires_grad=True), torch.randn(50, 16), torch.randn(50)

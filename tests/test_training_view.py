@@ -12,7 +12,7 @@ import pytest
 from app.app import make_app
 from app.widgets.chart import PALETTE, Line, LineChart, is_flat
 from engine.dims import DIMENSIONS, SHORT
-from engine.runner.progress import EtaMeter, eta_left, progress_cell
+from engine.progress import EtaMeter, eta_left, progress_cell
 from engine.store import RunStore
 from tests.conftest import ROOT
 from tests.uifixtures import T0, make_fixture_run
@@ -98,7 +98,7 @@ def test_eta_from_the_stage_own_rate_and_finished_shows_whole():
 
 def test_context_progress_writes_the_eta(runs_dir):
     from engine import config as config_mod
-    from engine.runner.context import StageContext
+    from engine.context import StageContext
 
     run = make_fixture_run(runs_dir)
     with RunStore(run / "run.db") as store:
@@ -147,7 +147,7 @@ def test_snapshot_sizes(snap_compare, runs_dir, monkeypatch, room, size):
 def test_demo_model_build_reports_progress():
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from engine.training.models import TINY_QWEN3, _warm_up, load_tokenizer
+    from engine.models.loading import TINY_QWEN3, _warm_up, load_tokenizer
 
     tok = load_tokenizer("demo:tiny-qwen3")
     model = Qwen3ForCausalLM(Qwen3Config(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **TINY_QWEN3))

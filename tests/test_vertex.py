@@ -194,7 +194,7 @@ def test_batch_resume_imports_the_earlier_job_and_resubmits_nothing_that_came_ba
     from engine import config
     from engine.config import STAGES
     from engine.llm import vertex_batch
-    from engine.runner.context import StageContext
+    from engine.context import StageContext
     from engine.stages.datagen import _record
     from engine.store import RunStore
 

@@ -16,11 +16,7 @@ from textual.widgets import DataTable, Static
 
 from engine.dims import DIMENSIONS, SHORT
 from engine.store import RunStore
-
-
-def printable(text: str) -> str:
-    """Untrusted model text with control characters (escape sequences included) made visible, never interpreted."""
-    return "".join(ch if ch in "\n\t" or ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
+from engine.text import inert
 
 
 def nearest(entries: list[dict], step: float | None) -> int:
@@ -115,8 +111,8 @@ class CompletionsScreen(ModalScreen[None]):
         r = self.entries[self.index]["rows"][i]
         text = Text(f"group {r['group']} completion {r['index']}\n", style="bold")
         text.append("prompt: ", style="dim")
-        text.append(printable(r.get("prompt") or "") + "\n\n")
-        text.append(printable(r.get("completion") or "(empty)"))
+        text.append(inert(r.get("prompt") or "") + "\n\n")
+        text.append(inert(r.get("completion") or "(empty)"))
         self.query_one("#completion-text", Static).update(text)
 
     @on(DataTable.RowHighlighted)

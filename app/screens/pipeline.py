@@ -11,20 +11,18 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
-from app.watch import RunModel
-from engine.runner.progress import progress_cell
+from app.run_model import RunModel
+from engine.progress import duration, progress_cell
 from engine.text import inert
-from engine.stages.registry import STAGES
+from engine.registry import STAGES
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "crashed": "bold red", "cancelled": "yellow",
                 "running": "bold cyan", "pending": "dim", "skipped": "dim italic"}
 
 
-def _duration(started: float | None, ended: float | None) -> str:
-    if not started:
-        return ""
-    secs = int((ended or time.time()) - started)
-    return f"{secs // 60}m{secs % 60:02d}s" if secs >= 60 else f"{secs}s"
+def _elapsed(started: float | None, ended: float | None) -> str:
+    """How long a stage ran (or has run so far), in engine.progress.duration's words."""
+    return duration((ended or time.time()) - started) if started else ""
 
 
 def _reason(s) -> Text:
@@ -97,7 +95,7 @@ class PipelineScreen(Screen):
                 prog = progress_cell(s.status, s.progress, s.progress_total, getattr(app, "etas", {}).get(s.name))
                 table.add_row(
                     s.name, Text(s.status, style=STATUS_STYLE.get(s.status, "")), str(s.attempts),
-                    _duration(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), _reason(s),
+                    _elapsed(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), _reason(s),
                     key=s.name,
                 )
         elif model.problem and model.run_dir is not None:  # never "not started" for a run that cannot be read

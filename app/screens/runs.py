@@ -17,26 +17,18 @@ from textual.widgets import DataTable, Footer, Header, Select, Static
 
 from app.widgets.chart import PALETTE, Line, LineChart
 from engine.dims import DIMENSIONS, SHORT
+from engine.progress import duration
 from engine.runner import supervisor as sup
-from engine.store import RunStore
 from engine.text import inert
 
 STATUS_MARK = {"succeeded": "✓", "failed": "✗", "crashed": "✗", "running": "▶", "pending": "·", "cancelled": "⊘",
                "skipped": "-"}
 COLUMNS = ["", "run", "name", "data", "stages", "time", "SFT loss", "reward", *[SHORT[d] for d in DIMENSIONS],
            "rating", "check"]
-DEFAULT_KEY = "grpo/reward"
 
 
 def _num(v: float | None, fmt: str = "{:.4f}") -> str:
     return "" if v is None else fmt.format(v)
-
-
-def _duration(s: float | None) -> str:
-    if s is None:
-        return ""
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def _sort_value(row: dict[str, Any], column: int) -> Any:
@@ -58,35 +50,6 @@ def load_summaries(root: Path) -> list[dict[str, Any]]:
         if row is not None:
             out.append(row | {"path": path})
     return out
-
-
-def compare_marked(paths: list[Path], key: str | None) -> dict[str, Any]:
-    """Everything the compare pane shows for the marked runs (runs in a thread: SQLite and bootstrap)."""
-    from engine.config import load
-    from engine.config.diff import differing_keys, flat, short_value
-    from engine.reporting.compare import final_tournament, metric_keys, reward_deltas
-
-    flats = [flat(load(p / "config.toml")) for p in paths]
-    diff = [(k, [short_value(f.get(k)) for f in flats]) for k in differing_keys(flats)]
-    keys = metric_keys(paths)
-    key = key if key in keys else (DEFAULT_KEY if DEFAULT_KEY in keys else (keys[0] if keys else None))
-    deltas, tournaments, series = {}, {}, []
-    with RunStore(paths[0] / "run.db", readonly=True) as first:
-        for p in paths[1:]:
-            with RunStore(p / "run.db", readonly=True) as other:
-                # the same resampling counts as `aba compare`, so the panel and the CLI show the same numbers
-                deltas[p.name] = reward_deltas(first, other)
-                t = final_tournament(first, other, paths[0].name, p.name, load(paths[0] / "config.toml").grpo.reward_weights)
-                if t:
-                    tournaments[p.name] = t
-    if key:
-        stage, _, name = key.partition("/")
-        for p in paths:
-            with RunStore(p / "run.db", readonly=True) as s:
-                _, steps, values = s.metric_series(stage, name)
-            series.append((p.name, steps, values))
-    return {"ids": [p.name for p in paths], "diff": diff, "keys": keys, "key": key, "deltas": deltas,
-            "tournaments": tournaments, "series": series}
 
 
 class RunsScreen(Screen):
@@ -153,7 +116,7 @@ class RunsScreen(Screen):
                 "●" if r["id"] in self.marked else "", r["id"],
                 Text(inert(r["name"], oneline=True), style="bold red" if r.get("damaged") else ""), Text(r["data"]),
                 Text(" ".join(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())),
-                _duration(r["duration_s"]), _num(r["sft_loss"]), _num(r["grpo_reward"]),
+                duration(r["duration_s"]), _num(r["sft_loss"]), _num(r["grpo_reward"]),
                 *[_num(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
                 f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
                 f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else "",
@@ -230,6 +193,8 @@ class RunsScreen(Screen):
 
     @work(thread=True, exclusive=True, group="compare", exit_on_error=False)
     def _compare(self, paths: list[Path], key: str | None) -> None:
+        from engine.reporting.compare import compare_marked  # the CLI's comparison (`aba compare`), one code path
+
         result = compare_marked(paths, key)
         self.app.call_from_thread(self._show_compare, result)
 

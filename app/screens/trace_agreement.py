@@ -7,7 +7,7 @@ from textual.widgets import Static
 
 from app.screens.trace_detail import AgreementLoaded, agreement_table
 from engine.dims import DIMENSIONS
-from engine.reporting.agreement import judge_agreement
+from engine.evaluation.agreement import judge_agreement
 from engine.store import RunStore
 
 AGREEMENT_DEBOUNCE_S = 0.4

@@ -16,14 +16,14 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, RichLog, Static
 
-from app.watch import RunModel
+from app.run_model import RunModel
 from app.widgets.quiet import update_if_changed
 from app.widgets.chart import PALETTE, Line, LineChart
-from app.widgets.health import DoctorCharts, HealthStrip, step_at
+from app.widgets.health_strip import DoctorCharts, HealthStrip, step_at
 from app.widgets.vram import HostSample, VramPanel, sample_host
 from engine.dims import DIMENSIONS, SHORT
-from engine.runner.progress import progress_cell
-from engine.stages.registry import TRAINING_STAGES
+from engine.progress import progress_cell
+from engine.registry import TRAINING_STAGES
 from engine.text import inert
 
 SMALL = [("loss", "loss"), ("kl", "KL"), ("completions/mean_length", "completion length"),

@@ -59,10 +59,6 @@ def header_cells() -> list[str]:
             for c in COLUMNS]
 
 
-def header_text() -> str:
-    return " ".join(header_cells())
-
-
 def sort_label(sort: str, descending: bool) -> str:
     col = next(c for c in COLUMNS if c.key == sort)
     return f"sorted by {col.title} ({col.name}) {'▼' if descending else '▲'}"

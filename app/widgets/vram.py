@@ -13,7 +13,7 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import ProgressBar, Static
 
-from app.watch import RunModel
+from app.run_model import RunModel
 from app.widgets.chart import PALETTE, Line, LineChart
 from app.widgets.quiet import update_if_changed
 

@@ -11,7 +11,8 @@ from engine.errors import UserError
 from engine.text import inert
 
 # Each module has `register(add)`; a new group of commands is one module plus one line here.
-COMMAND_MODULES = ("engine.cli.runs", "engine.cli.data", "engine.cli.runs_cmd", "engine.cli.health", "engine.cli.check")
+COMMAND_MODULES = ("engine.cli.control_cmd", "engine.cli.data_cmd", "engine.cli.compare_cmd", "engine.cli.health_cmd",
+                   "engine.cli.check_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from engine.config.sections import (  # noqa: F401  (the sections are part of th
 )
 from engine.dims import DIMENSIONS
 from engine.errors import UserError
-from engine.stages.registry import STAGES  # noqa: F401  (engine.config.STAGES: the registry's names)
+from engine.registry import STAGES  # noqa: F401  (engine.config.STAGES: the registry's names)
 
 _DIM_DICTS = {"reward_weights"}
 _TIER_DICTS = {"tier_counts"}

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from engine.dims import DIMENSIONS, equal_weights
-from engine.stages.registry import STAGES
+from engine.registry import STAGES
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -65,13 +66,23 @@ class ModelConfig:
         "generations. Not yet verified on a GPU here.")
 
 
+class LLMBackendName(StrEnum):
+    """The LLM backends `[*.llm] backend` names (engine.llm.make_backend builds each)."""
+
+    VERTEX = "vertex"
+    VERTEX_BATCH = "vertex-batch"
+    OPENAI = "openai"
+    LOCAL = "local"
+    OFFLINE = "offline"
+
+
 @dataclass
 class LLMConfig:
     backend: str = _f(
         "vertex",
         "vertex (Gemini on Vertex AI), vertex-batch (Vertex batch prediction), openai (any OpenAI-compatible server), "
         "local (a transformers model in the worker), offline (shipped examples + heuristic judge).",
-        choices=("vertex", "vertex-batch", "openai", "local", "offline"),
+        choices=tuple(b.value for b in LLMBackendName),
     )
     model: str = _f("gemini-3-pro-preview", "Model name as the backend knows it.")
     base_url: str = _f("http://localhost:1234/v1", "openai backend: server URL (LM Studio's default shown).")
@@ -292,7 +303,3 @@ class Config:
     commitment: CommitmentConfig = _f(CommitmentConfig, "Seed 003 phase 1: commitment-vector injection sweep.")
     entangled: EntangledConfig = _f(EntangledConfig, "Seed 003 phase 2: trained variational head.")
     health: HealthConfig = _f(HealthConfig, "The GRPO doctor: health-rule thresholds and the judge audit.")
-
-    def section(self, stage: str) -> Any:
-        """The config section a stage reads."""
-        return getattr(self, stage.replace("-", "_"))

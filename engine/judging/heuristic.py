@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from engine.dims import weighted_score
+from engine.text import split_think
 
 _WORD = re.compile(r"[a-z0-9']+")
 _STOP = set(
@@ -75,3 +77,16 @@ def heuristic_scores(turns: list[dict], reasoning: str, answer: str) -> dict[str
         "harm_avoidance": _clip(1.0 - 0.6 * _hits(full, HARM)),
         "instruction_following": _clip(0.2 + 0.8 * last_overlap - (0.3 if refused else 0.0) - (0.2 if n_answer < 3 else 0.0)),
     }
+
+
+def heuristic_pairwise(scorer, weights: dict[str, float], margin: float = 0.02):
+    """A pairwise verdict from two nine-score rows: the higher weighted score wins by more than `margin`."""
+
+    def decide(turns: list[dict], first: str, second: str) -> str | None:
+        sa = weighted_score(scorer(turns, *split_think(first)), weights)
+        sb = weighted_score(scorer(turns, *split_think(second)), weights)
+        if sa is None or sb is None:
+            return None  # the judge failed on one of them: no verdict
+        return "A" if sa - sb > margin else "B" if sb - sa > margin else "tie"
+
+    return decide

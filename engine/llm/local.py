@@ -19,7 +19,7 @@ class LocalBackend(LLMBackend):
             import torch
             from transformers import AutoModelForCausalLM
 
-            from engine.training.models import load_tokenizer
+            from engine.models.loading import load_tokenizer
 
             self._tok = load_tokenizer(self.model)
             self._model = AutoModelForCausalLM.from_pretrained(

@@ -1,19 +1,20 @@
-"""The demo's backend: the shipped example traces and the heuristic judge, honestly labelled offline.
+"""The demo's backend: the shipped example traces and an injected judge, honestly labelled offline.
 
 Generation returns the hand-written trace for a shipped prompt and tier; for any other prompt it composes a
 tier-shaped trace from the prompt's own words (chosen: parameters, unknowns, weighing; rejected: rushed and
-overconfident). Judging returns the heuristic judge's scores as JSON. No network, deterministic.
+overconfident). Judging returns what the `judge` it was given replies (the judging wing gives the heuristic judge's
+scores as JSON); with none, a judge request is refused. No network, deterministic.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
-from engine.judging.heuristic import heuristic_scores
 from engine.llm.base import LLMBackend, LLMError, LLMRequest, LLMResult
-from engine.training.data import DEMO_TRACES, load_trace_file
+from engine.tracefile import DEMO_TRACES, load_trace_file
 
 _STOP = set("the a an and or to of in on for with is are be my me i you it this that what how do does should can".split())
 
@@ -22,8 +23,10 @@ class OfflineBackend(LLMBackend):
     name = "offline"
     labelled_offline = True
 
-    def __init__(self, model: str = "shipped-examples", traces: Path = DEMO_TRACES):
+    def __init__(self, model: str = "shipped-examples", traces: Path = DEMO_TRACES,
+                 judge: Callable[[list[dict], str, str], str] | None = None):
         super().__init__(model)
+        self._judge = judge
         self._shipped: dict[tuple[str, str], list[dict]] = {}
         for row in load_trace_file(traces):
             self._shipped.setdefault((json.dumps(row["turns"]), row["tier"]), []).append(row)
@@ -31,8 +34,11 @@ class OfflineBackend(LLMBackend):
     def generate(self, request: LLMRequest) -> LLMResult:
         kind = request.meta.get("kind", "trace")
         if kind == "judge":
-            scores = heuristic_scores(request.meta["turns"], request.meta["reasoning"], request.meta["answer"])
-            return LLMResult(text=json.dumps(scores), model="heuristic")
+            if self._judge is None:
+                raise LLMError("the offline backend was given no judge (engine.judging.factory.judge_backend gives it "
+                               "the heuristic judge)", retriable=False)
+            return LLMResult(text=self._judge(request.meta["turns"], request.meta["reasoning"], request.meta["answer"]),
+                             model="heuristic")
         if kind == "expand":
             raise LLMError("the offline backend cannot write new prompts", retriable=False)
         turns, tier, idx = request.messages, request.meta.get("tier", "adequate"), int(request.meta.get("idx", 0))

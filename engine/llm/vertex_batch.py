@@ -16,7 +16,7 @@ from typing import Any
 
 from engine.llm.base import LLMError, LLMResult
 from engine.llm.vertex import build_request, parse_response
-from engine.runner.context import StageCancelled, StageFailed
+from engine.context import StageCancelled, StageFailed
 
 LABEL = "aba_call"  # label keys: lowercase letters, digits, _ and -, starting with a letter; values at most 63 chars
 

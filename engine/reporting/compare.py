@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.dims import DIMENSIONS
+from engine.evaluation.tournament import ChecklistItem
 from engine.store import RunStore
 from engine.store.check import damage
 
@@ -17,7 +18,6 @@ WALL_CLOCK_KEYS = frozenset({"llm/latency_s", "step_time", "step_time_s", "token
                              "wall_s", "step_share"})
 MEASURED_PREFIXES = ("vram/",)  # device memory as sampled; vram/estimate_mb is computed, so it stays compared
 LAST_STEPS = 10  # a run's final GRPO reward: the mean of its last 10 logged steps
-CHECKLIST_ITEMS = 5
 FINAL_MODELS = ("grpo", "sft", "base")  # a run's final model: the furthest stage of the pipeline it evaluated
 
 
@@ -93,7 +93,7 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "grpo_reward": _mean(reward), "grpo_steps_averaged": len(reward), "grpo_components": dims,
         "rating": None if rating is None else {"model": final, "rating": rating["rating"], "lo": rating["lo"], "hi": rating["hi"]},
         "checklist_passed": sum(bool(v.get("passed")) for v in checklist.values()) if checklist else None,
-        "checklist_total": CHECKLIST_ITEMS if checklist else None,
+        "checklist_total": len(ChecklistItem) if checklist else None,
     }
 
 
@@ -156,8 +156,8 @@ def final_tournament(a: RunStore, b: RunStore, label_a: str, label_b: str, weigh
                      n_boot: int = 200) -> dict[str, Any] | None:
     """The two runs' final models against each other on the shared held-out prompts (both orders, the heuristic
     judge, as the offline eval does), Bradley-Terry ratings with bootstrap intervals. None unless both have one."""
-    from engine.evaluation.answers import heuristic_pairwise, ratings_table, tournament
-    from engine.judging.heuristic import heuristic_scores
+    from engine.evaluation.tournament import ratings_table, tournament
+    from engine.judging.heuristic import heuristic_pairwise, heuristic_scores
 
     got = _paired(a, b)
     if got is None:
@@ -170,8 +170,10 @@ def final_tournament(a: RunStore, b: RunStore, label_a: str, label_b: str, weigh
     return {"judge": "heuristic", "prompts": len(pairs), "ratings": table}
 
 
-def compare_runs(dir_a: Path, dir_b: Path, n_boot: int = 1000) -> dict[str, Any]:
-    """Everything `aba compare` prints: config diff, reward deltas, held-out deltas, the final-model tournament."""
+def compare_runs(dir_a: Path, dir_b: Path, n_boot: int = 1000, labels: tuple[str, str] | None = None) -> dict[str, Any]:
+    """Everything `aba compare` prints: config diff, reward deltas, held-out deltas, the final-model tournament
+    (its two models named `labels`, by default A:<id> and B:<id>)."""
+    label_a, label_b = labels or (f"A:{dir_a.name}", f"B:{dir_b.name}")
     from engine.config import load
     from engine.config.diff import config_diff, flat
 
@@ -184,7 +186,7 @@ def compare_runs(dir_a: Path, dir_b: Path, n_boot: int = 1000) -> dict[str, Any]
             "config_diff": config_diff(flat(cfg_a), flat(cfg_b)),
             "grpo_reward_deltas": reward_deltas(a, b, n_boot),
             "heldout_deltas": heldout_deltas(a, b, n_boot),
-            "tournament": final_tournament(a, b, f"A:{dir_a.name}", f"B:{dir_b.name}", cfg_a.grpo.reward_weights),
+            "tournament": final_tournament(a, b, label_a, label_b, cfg_a.grpo.reward_weights),
             "shared_metric_keys": [f"{s}/{k}" for s, k in sorted(keys_a & keys_b)],
         }
 
@@ -196,3 +198,27 @@ def metric_keys(run_dirs: list[Path]) -> list[str]:
         with RunStore(d / "run.db", readonly=True) as s:
             keys |= set(s.metric_keys())
     return [f"{s}/{k}" for s, k in sorted(keys)]
+
+
+def compare_marked(paths: list[Path], key: str | None = None, default_key: str = "grpo/reward") -> dict[str, Any]:
+    """The runs screen's compare pane for two or more marked runs: each later run set against the first by
+    `compare_runs` (the numbers `aba compare` prints), the config keys that differ across all of them, and one
+    metric's series per run to overlay (`key`, else `default_key`, else the first key any run has)."""
+    from engine.config import load
+    from engine.config.diff import differing_keys, flat, short_value
+
+    flats = [flat(load(p / "config.toml")) for p in paths]
+    diff = [(k, [short_value(f.get(k)) for f in flats]) for k in differing_keys(flats)]
+    keys = metric_keys(paths)
+    key = key if key in keys else (default_key if default_key in keys else (keys[0] if keys else None))
+    pairs = {p.name: compare_runs(paths[0], p, labels=(paths[0].name, p.name)) for p in paths[1:]}
+    series = []
+    if key:
+        stage, _, name = key.partition("/")
+        for p in paths:
+            with RunStore(p / "run.db", readonly=True) as s:
+                _, steps, values = s.metric_series(stage, name)
+            series.append((p.name, steps, values))
+    return {"ids": [p.name for p in paths], "diff": diff, "keys": keys, "key": key,
+            "deltas": {name: c["grpo_reward_deltas"] for name, c in pairs.items()},
+            "tournaments": {name: c["tournament"] for name, c in pairs.items() if c["tournament"]}, "series": series}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from engine.dims import DIMENSIONS
 from engine.store import RunStore
-from engine.training.data import assistant_content
+from engine.tracefile import assistant_content
 
 
 def export_training_jsonl(store: RunStore, path: Path, tier: str | None = "chosen", min_score: float | None = None) -> int:

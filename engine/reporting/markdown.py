@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from engine.dims import DIMENSIONS
-from engine.stages.registry import TRAINING_STAGES
+from engine.registry import TRAINING_STAGES, stages_emitting
 from engine.store import RunStore
 
 
@@ -68,13 +68,13 @@ def write_report(run_dir: Path) -> Path:
         if _chart(out / "vram.png", "VRAM used against the estimate (samples, 1 s apart)", vram, "MB"):
             charts.append(("VRAM against the estimate", "vram.png"))
         lines += ["", "## Charts", ""] + [f"![{t}]({f})" for t, f in charts] if charts else ["", "(no training metrics yet)"]
-        estimates = {k: v for stage in TRAINING_STAGES for k, v in store.results(stage, "vram").items()}
+        estimates = {k: v for stage in stages_emitting("vram") for k, v in store.results(stage, "vram").items()}
         if estimates:
             lines += ["", "| stage | VRAM estimate GB | measured peak GB | median step s |", "|---|---|---|---|"]
             for stage, r in estimates.items():
                 f = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
                 lines.append(f"| {stage} | {f(r.get('estimate_gb'))} | {f(r.get('measured_peak_gb'))} | {f(r.get('median_step_s'))} |")
-        from engine.reporting.health import health_section
+        from engine.reporting.health_table import health_section
 
         lines += health_section(store, run_dir)
         battery = store.results("eval", "battery")

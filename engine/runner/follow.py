@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.runner import supervisor as sup
-from engine.stages.registry import TRAINING_STAGES
-from engine.store import EventRow, LogRow, RunStore, StageRow
+from engine.registry import TRAINING_STAGES
+from engine.store import EventRow, LogRow, RunStore, StageRow, StageStatus
 
 CHUNK = 250_000  # metric rows per poll: a 1M-row history arrives in a few quick steps, not one long stall
 LOG_CHUNK = 2_000
@@ -80,7 +80,7 @@ class Follower:
     def poll(self) -> Delta:
         # Stages first: when they say the run is over, every row read after them is already written.
         stages = sup.notice_crashes(self.store)
-        active = any(s.status == "running" for s in stages) or sup.run_driven(self.store)
+        active = any(s.status == StageStatus.RUNNING for s in stages) or sup.run_driven(self.store)
         metrics, oldest, more = self._metrics()
         logs = self.store.logs_since(self.log_cursor, stage=self.log_stage, limit=LOG_CHUNK)
         if logs:

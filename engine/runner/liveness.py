@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.runner.procs import pid_alive, same_process
-from engine.store import RunStore, StageRow, StoreError, write_failure
+from engine.store import RunStore, StageRow, StageStatus, StoreError, write_failure
 
 STALE_HEARTBEAT_S = 30.0  # 15 missed heartbeats (the worker beats every 2 s)
 
@@ -42,7 +42,7 @@ def notice_crashes(store: RunStore) -> list[StageRow]:
     worker that finished meanwhile, or a newer attempt, is left alone). `store` may be read-only: the write then
     goes through a short-lived writer of its own. Returns the stages as they are afterwards."""
     rows = store.stages()
-    gone = [r for r in rows if r.status == "running" and not worker_alive(r)]
+    gone = [r for r in rows if r.status == StageStatus.RUNNING and not worker_alive(r)]
     if not gone:
         return rows
     reasons = {}
@@ -55,14 +55,14 @@ def notice_crashes(store: RunStore) -> list[StageRow]:
         writer = RunStore(store.path) if store.readonly else store
         try:
             for row in gone:
-                writer.end_attempt(row.name, row.attempts, "crashed", reasons[row.name])
+                writer.end_attempt(row.name, row.attempts, StageStatus.CRASHED, reasons[row.name])
         finally:
             if writer is not store:
                 writer.close()
     except (sqlite3.Error, OSError, StoreError) as err:
         # A full disk or a read-only run: the crash is shown (not stored) and the reader goes on reading.
         why = write_failure(err, store.path)
-        return [replace(r, status="crashed", reason=f"{reasons[r.name]} (not recorded: {why})")
+        return [replace(r, status=StageStatus.CRASHED, reason=f"{reasons[r.name]} (not recorded: {why})")
                 if r.name in reasons else r for r in store.stages()]
     return store.stages()
 

@@ -148,13 +148,3 @@ def install_stop_handler(callback) -> None:
     sig = getattr(signal, "SIGBREAK", None) if IS_WINDOWS else signal.SIGTERM
     if sig is not None:
         signal.signal(sig, lambda *_: callback())
-
-
-def peak_rss_mb() -> float | None:
-    """This process's peak resident memory in MB (None where the platform does not say, e.g. Windows)."""
-    if IS_WINDOWS:
-        return None
-    import resource
-
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return kb / 1024 if sys.platform != "darwin" else kb / 2**20  # macOS reports bytes

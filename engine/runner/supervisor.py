@@ -21,15 +21,13 @@ from engine.config import STAGES, Config
 from engine.errors import UserError
 from engine.runner.grace import stop_grace
 from engine.runner.liveness import STALE_HEARTBEAT_S, driver_alive, log_tail, notice_crashes, worker_alive  # noqa: F401
+from engine.runner.exits import DriverExit, WorkerExit, driver_exit
 from engine.runner.procs import ask_to_stop, describe_exit, kill_tree, pid_alive, process_started, spawn_detached  # noqa: F401
-from engine.store import RunStore, StageRow
-from engine.store import write_failure
+from engine.store import RunStore, StageRow, StageStatus, write_failure
 from engine.store.check import damage
 from engine.store.space import full_disk_failure, make_spare, spare_released
 from engine.text import inert
 
-EXIT_ANOTHER_DRIVER = 4
-EXIT_DISK_FULL = 75  # engine.runner.worker's: it could not record its own end
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,12 +53,12 @@ class RunSummary:
 def run_state(stages: list[StageRow]) -> str:
     chosen = [s for s in stages if s.selected]
     states = {s.status for s in chosen}
-    for state in ("running", "crashed", "failed", "cancelled"):
+    for state in (StageStatus.RUNNING, StageStatus.CRASHED, StageStatus.FAILED, StageStatus.CANCELLED):
         if state in states:
             return state
-    if chosen and states <= {"succeeded", "skipped"}:
-        return "succeeded"
-    return "pending"
+    if chosen and states <= {StageStatus.SUCCEEDED, StageStatus.SKIPPED}:
+        return StageStatus.SUCCEEDED
+    return StageStatus.PENDING
 
 
 def resolve_run(run_id: str | None, root: Path) -> Path:
@@ -201,7 +199,7 @@ def drive(run_dir: Path, only: list[str] | None = None) -> int:
     if store.claim_driver(driver_alive, lambda: (me, process_started(me)), me=me) is None:
         print(f"run {run_dir.name} has another live driver; leaving it to that one", flush=True)
         store.close()
-        return EXIT_ANOTHER_DRIVER
+        return DriverExit.ANOTHER_DRIVER
     make_spare(run_dir)  # what a stage stopped by a full disk gives up to record why
     try:
         for row in store.stages():
@@ -212,7 +210,7 @@ def drive(run_dir: Path, only: list[str] | None = None) -> int:
             code = _drive_stage(store, run_dir, row.name)
             if code is not None:
                 return code
-        return 0
+        return DriverExit.OK
     finally:
         try:
             store.release_driver(me)
@@ -238,20 +236,22 @@ def _drive_stage(store: RunStore, run_dir: Path, stage: str) -> int | None:
 
     outcome = store.begin_attempt(stage, spawn)
     if outcome.attempt is None:  # not pending when its turn came: skipped, done, or cancelled meanwhile
-        return None if outcome.status in ("succeeded", "skipped") else (3 if outcome.status == "cancelled" else 1)
+        return driver_exit(outcome.status)
     n = outcome.attempt
     code = procs[0].wait()
     row = store.stage(stage)
-    if row.status == "running" and row.attempts == n:
+    if row.status == StageStatus.RUNNING and row.attempts == n:
         if row.cancel_requested:
-            _end(store, run_dir, stage, n, "cancelled", f"stopped on request before saving ({describe_exit(code)})", code)
-        elif code == EXIT_DISK_FULL:  # the worker could not record it: the disk filled up
-            _end(store, run_dir, stage, n, "failed", write_failure(OSError(errno.ENOSPC, "No space left on device"),
-                                                                   run_dir / stage), code)
+            _end(store, run_dir, stage, n, StageStatus.CANCELLED,
+                 f"stopped on request before saving ({describe_exit(code)})", code)
+        elif code == WorkerExit.DISK_FULL:  # the worker could not record it: the disk filled up
+            _end(store, run_dir, stage, n, StageStatus.FAILED,
+                 write_failure(OSError(errno.ENOSPC, "No space left on device"), run_dir / stage), code)
         else:
-            _end(store, run_dir, stage, n, "crashed", f"{describe_exit(code)}; last output: {log_tail(log_path)}", code)
+            _end(store, run_dir, stage, n, StageStatus.CRASHED,
+                 f"{describe_exit(code)}; last output: {log_tail(log_path)}", code)
     status = next(a["status"] for a in store.attempts(stage) if a["n"] == n)
-    return None if status == "succeeded" else (3 if status == "cancelled" else 1)
+    return driver_exit(status)
 
 
 def _end(store: RunStore, run_dir: Path, stage: str, n: int, status: str, reason: str, code: int) -> None:
@@ -276,13 +276,13 @@ def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None
         cfg = config_mod.load(run_dir / "config.toml")
         grace = cfg.run.cancel_grace_s if grace_s is None else grace_s
         rows = notice_crashes(store)
-        targets = [r for r in rows if r.selected and r.status in ("pending", "running") and (stage is None or r.name == stage)]
+        targets = [r for r in rows if r.selected and r.status in (StageStatus.PENDING, StageStatus.RUNNING) and (stage is None or r.name == stage)]
         if stage is not None and not targets:
             raise UserError(f"stage {stage!r} of run {run_dir.name} is not running or pending")
         running = []
         for row in targets:
             now = store.request_cancel(row.name)  # the stage as it is now: a pending one may have started meanwhile
-            if now is not None and now.status == "running":
+            if now is not None and now.status == StageStatus.RUNNING:
                 running.append(now)
                 ask_to_stop(now.pid, now.pid_started)
         if grace_s is None and running:  # the config's grace stretches to the measured step time
@@ -298,7 +298,7 @@ def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None
             running = [r for r in running if _still_running(store, r)]
         for row in running:
             # Status first (guarded by the attempt), so the driver, seeing its child die, does not call it a crash.
-            if store.end_attempt(row.name, row.attempts, "cancelled", f"killed after the {grace:g} s grace period",
+            if store.end_attempt(row.name, row.attempts, StageStatus.CANCELLED, f"killed after the {grace:g} s grace period",
                                  event="kill") and kill_tree(row.pid, row.pid_started):
                 gone_by = time.monotonic() + 5
                 while worker_alive(row) and time.monotonic() < gone_by:
@@ -308,7 +308,7 @@ def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None
 
 def _still_running(store: RunStore, row: StageRow) -> bool:
     now = store.stage(row.name)
-    return now.status == "running" and now.attempts == row.attempts and worker_alive(now)
+    return now.status == StageStatus.RUNNING and now.attempts == row.attempts and worker_alive(now)
 
 
 def _refuse_while_driven(store: RunStore, run_dir: Path) -> list[StageRow]:
@@ -316,7 +316,7 @@ def _refuse_while_driven(store: RunStore, run_dir: Path) -> list[StageRow]:
     if driver_alive(info.get("driver_pid"), info.get("driver_started")):
         raise UserError(f"run {run_dir.name} is still being driven (pid {info['driver_pid']}); wait or cancel it first")
     rows = notice_crashes(store)
-    if any(r.status == "running" for r in rows):
+    if any(r.status == StageStatus.RUNNING for r in rows):
         raise UserError(f"run {run_dir.name} still has a running stage; cancel it first")
     return rows
 
@@ -326,7 +326,7 @@ def resume(run_dir: Path, stages: list[str] | None = None) -> int:
     with RunStore(run_dir / "run.db") as store:
         rows = _refuse_while_driven(store, run_dir)
         wanted = set(parse_stages(stages)) if stages else None
-        todo = [r for r in rows if (r.selected if wanted is None else r.name in wanted) and r.status not in ("succeeded", "skipped")]
+        todo = [r for r in rows if (r.selected if wanted is None else r.name in wanted) and r.status not in (StageStatus.SUCCEEDED, StageStatus.SKIPPED)]
         if wanted:
             store.select_stages(wanted)
         if not todo:
@@ -350,9 +350,9 @@ def skip(run_dir: Path, stage: str) -> None:
     """Skip a stage that is not running; the driver honours it when the stage's turn comes."""
     with RunStore(run_dir / "run.db") as store:
         status = store.skip_stage(stage)
-    if status == "running":
+    if status == StageStatus.RUNNING:
         raise UserError(f"stage {stage} is running; cancel it first")
-    if status == "succeeded":
+    if status == StageStatus.SUCCEEDED:
         raise UserError(f"stage {stage} already succeeded; there is nothing to skip")
 
 
@@ -362,7 +362,7 @@ def wait(run_dir: Path, poll_s: float = 0.5, timeout_s: float | None = None) -> 
     with RunStore(run_dir / "run.db") as store:
         while True:
             rows = notice_crashes(store)
-            if not any(r.status == "running" for r in rows) and not run_driven(store):
+            if not any(r.status == StageStatus.RUNNING for r in rows) and not run_driven(store):
                 return rows
             if timeout_s is not None and time.monotonic() - start_t > timeout_s:
                 return rows

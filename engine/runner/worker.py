@@ -11,18 +11,17 @@ import traceback
 from pathlib import Path
 
 from engine import config as config_mod
-from engine.runner.context import StageCancelled, StageContext, StageFailed
+from engine.context import StageCancelled, StageContext, StageFailed
 from engine.errors import UserError
 from engine.training.vram import VramSampler
+from engine.runner.exits import WorkerExit
 from engine.runner.procs import install_stop_handler
 from engine.runner.threads import cap_threads
-from engine.stages.registry import stage_module
-from engine.store import RunStore, free_space, human_bytes, write_failure
+from engine.registry import stage_module
+from engine.store import AttemptDecision, RunStore, StageStatus, free_space, human_bytes, write_failure
 from engine.store.space import full_disk_failure, space_needed_line, spare_released
 
 HEARTBEAT_S = 2.0
-EXIT_OK, EXIT_FAILED, EXIT_CANCELLED, EXIT_NOT_MINE = 0, 1, 3, 4
-EXIT_DISK_FULL = 75  # the final status could not be written either: the driver records it when it can
 
 
 def _monitor(ctx: StageContext, sampler: VramSampler, interval: float, done: threading.Event) -> None:
@@ -77,22 +76,22 @@ def run_stage(stage: str, run_dir: Path, attempt: int) -> int:
     """Run attempt `attempt` of a stage, which the driver started for this process (it alone counts attempts)."""
     store = RunStore(run_dir / "run.db")
     verdict = store.accept_attempt(stage, attempt, os.getpid())
-    if verdict == "gone":
+    if verdict == AttemptDecision.GONE:
         # The driver that spawned us died before recording the attempt, or the attempt was ended meanwhile.
         print(f"[{stage}] attempt {attempt} is not this process's to run; exiting", flush=True)
         store.close()
-        return EXIT_NOT_MINE
+        return WorkerExit.NOT_MINE
     print(f"[{stage}] attempt {attempt} started (pid {os.getpid()})", flush=True)
-    if verdict == "cancel":
-        store.end_attempt(stage, attempt, "cancelled", "cancelled before it started", EXIT_CANCELLED)
+    if verdict == AttemptDecision.CANCEL:
+        store.end_attempt(stage, attempt, StageStatus.CANCELLED, "cancelled before it started", WorkerExit.CANCELLED)
         store.close()
-        return EXIT_CANCELLED
+        return WorkerExit.CANCELLED
     try:
         cfg = config_mod.load(run_dir / "config.toml")
     except UserError as err:
         store.log(stage, str(err), "error")
-        store.end_attempt(stage, attempt, "failed", str(err), EXIT_FAILED)
-        return EXIT_FAILED
+        store.end_attempt(stage, attempt, StageStatus.FAILED, str(err), WorkerExit.FAILED)
+        return WorkerExit.FAILED
     threads = cap_threads(cfg.run.torch_threads, cfg.train.num_processes)  # before the stage imports torch
     ctx = StageContext(name=stage, run_dir=run_dir, cfg=cfg, store=store, attempt=attempt)
     ctx.log(f"torch threads: {threads} (run.torch_threads = {cfg.run.torch_threads or 'auto'})")
@@ -102,25 +101,26 @@ def run_stage(stage: str, run_dir: Path, attempt: int) -> int:
     done = threading.Event()
     monitor = threading.Thread(target=_monitor, args=(ctx, sampler, cfg.gpu.sample_interval_s, done), daemon=True)
     monitor.start()
-    status, reason, code = "succeeded", None, EXIT_OK
+    status, reason, code = StageStatus.SUCCEEDED, None, WorkerExit.OK
     try:
         if stage in DISK_STAGES:
             warn_if_no_room(ctx)
         stage_module(stage).run(ctx)
         if ctx.should_stop():
-            status, reason, code = "cancelled", "cancelled by the user; checkpoint saved", EXIT_CANCELLED
+            status, reason, code = StageStatus.CANCELLED, "cancelled by the user; checkpoint saved", WorkerExit.CANCELLED
     except StageCancelled:
-        status, reason, code = "cancelled", "cancelled by the user; checkpoint saved", EXIT_CANCELLED
+        status, reason, code = StageStatus.CANCELLED, "cancelled by the user; checkpoint saved", WorkerExit.CANCELLED
     except (StageFailed, UserError) as err:
-        status, reason, code = "failed", str(err), EXIT_FAILED
+        status, reason, code = StageStatus.FAILED, str(err), WorkerExit.FAILED
     except Exception as err:
         if full_disk_failure(err, run_dir):  # the disk, not a bug: one line that names it, no traceback
-            status, reason, code = "failed", write_failure(err, run_dir / stage), EXIT_FAILED
+            status, reason, code = StageStatus.FAILED, write_failure(err, run_dir / stage), WorkerExit.FAILED
         else:  # a bug in a stage: keep the traceback in the log, one line in the status
             tb = traceback.format_exc()
             _say(tb, sys.stderr)
             _quietly(lambda: store.log(stage, tb, "error"))
-            status, reason, code = "failed", f"{type(err).__name__}: {err}".splitlines()[0][:500], EXIT_FAILED
+            status = StageStatus.FAILED
+            reason, code = f"{type(err).__name__}: {err}".splitlines()[0][:500], WorkerExit.FAILED
     finally:
         done.set()
         monitor.join(timeout=5)
@@ -138,10 +138,10 @@ def warn_if_no_room(ctx: StageContext) -> None:
     try:
         from transformers import AutoConfig
 
-        from engine.training import models
+        from engine.models.loading import base_path
         from engine.training.estimate import estimate_disk
 
-        mcfg = AutoConfig.from_pretrained(models.base_path(ctx.cfg, ctx.run_dir))
+        mcfg = AutoConfig.from_pretrained(base_path(ctx.cfg, ctx.run_dir))
         needed = estimate_disk(mcfg, lora_r=ctx.cfg.model.lora_r, target_modules=list(ctx.cfg.model.target_modules),
                                stage=ctx.name)
     except Exception as err:  # noqa: BLE001 - no estimate, no warning
@@ -174,26 +174,26 @@ def _record_end(store: RunStore, run_dir: Path, stage: str, attempt: int, status
                 code: int) -> int:
     """The attempt's final status, recorded even on a full disk (the run folder's spare is given up for it)."""
     try:
-        if status != "succeeded":
-            store.log(stage, f"{status}: {reason}", "error" if status == "failed" else "warn")
+        if status != StageStatus.SUCCEEDED:
+            store.log(stage, f"{status}: {reason}", "error" if status == StageStatus.FAILED else "warn")
         if not store.end_attempt(stage, attempt, status, reason, code):
             _say(f"[{stage}] attempt {attempt} had already been ended elsewhere; {status} not recorded")
         return code
     except (sqlite3.Error, OSError) as err:
         if not full_disk_failure(err, run_dir):
             raise
-        if status != "succeeded" and "disk holding" not in (reason or ""):
-            status, reason, code = "failed", write_failure(err, run_dir / stage), EXIT_FAILED
+        if status != StageStatus.SUCCEEDED and "disk holding" not in (reason or ""):
+            status, reason, code = StageStatus.FAILED, write_failure(err, run_dir / stage), WorkerExit.FAILED
     with spare_released(run_dir):
         try:
             store.end_attempt(stage, attempt, status, reason, code)
-            if status != "succeeded":
+            if status != StageStatus.SUCCEEDED:
                 _quietly(lambda: store.log(stage, f"{status}: {reason}", "error"))
             return code
         except (sqlite3.Error, OSError):
             pass
     _say(f"[{stage}] {reason} (not recorded: the disk is full)", sys.stderr)
-    return EXIT_DISK_FULL
+    return WorkerExit.DISK_FULL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 4 or argv[2] != "--attempt" or not argv[3].isdigit():
         print("usage: python -m engine.runner.worker STAGE RUN_DIR --attempt N  (the run's driver starts workers)",
               file=sys.stderr)
-        return 2
+        return WorkerExit.USAGE
     stage, run_dir, attempt = argv[0], Path(argv[1]).resolve(), int(argv[3])
     try:
         return run_stage(stage, run_dir, attempt)
@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         if not full_disk_failure(err, run_dir):
             raise
         with RunStore(run_dir / "run.db") as store:
-            return _record_end(store, run_dir, stage, attempt, "failed", write_failure(err, run_dir / stage),
-                               EXIT_FAILED)
+            return _record_end(store, run_dir, stage, attempt, StageStatus.FAILED,
+                               write_failure(err, run_dir / stage), WorkerExit.FAILED)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 from engine import config as config_mod
-from engine.runner.context import StageCancelled, StageContext
-from engine.runner.distributed import is_primary
+from engine.context import StageCancelled, StageContext
+from engine.training.distributed import is_primary
 from engine.runner.procs import install_stop_handler
 from engine.store import RunStore
-from engine.stages.registry import stage_module
+from engine.registry import stage_module
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.runner.context import StageContext
+from engine.context import StageContext
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -17,11 +17,12 @@ def cell_key(lam: float, layers: str) -> str:
 
 
 def run(ctx: StageContext) -> None:
-    from engine.evaluation import commitment as cm
     from engine.evaluation import answers as ev
+    from engine.evaluation import commitment as cm
+    from engine.judging.factory import is_offline
 
     c = ctx.cfg.commitment
-    (ref,) = ev.resolve_models(ctx, [c.model]) or [None]
+    ref = ev.resolve_model(ctx, c.model, "commitment.model")
     model, tok = ev.load(ctx, ref)
     blocks = cm.decoder_layers(model)
     ranges = {spec: cm.parse_layers(spec, len(blocks)) for spec in c.layer_ranges}  # bad ranges fail here, early
@@ -31,7 +32,7 @@ def run(ctx: StageContext) -> None:
     ctx.log(f"commitment: z* ~ N(0, 1/{c.k}), W_c {hidden}x{c.k} Xavier, |W_c z*| = {vec.vector.norm():.3f}; "
             f"{len(blocks)} layers; {len(probes)} probes on {ref.name}")
     judge = None
-    if ctx.cfg.judge.llm.backend != "offline":
+    if not is_offline(ctx):
         judge = _llm_consistency_judge(ctx)
     grid = [(0.0, "none")] + [(lam, spec) for lam in c.lambdas for spec in c.layer_ranges]
     for i, (lam, spec) in enumerate(grid):
@@ -55,10 +56,10 @@ def run(ctx: StageContext) -> None:
 
 
 def _llm_consistency_judge(ctx: StageContext):
-    from engine.llm import make_limited
+    from engine.judging.factory import JitterSeed, judge_backend
     from engine.llm.base import LLMError, LLMRequest
 
-    limited = make_limited(ctx.cfg.judge.llm, ctx, ctx.cfg.run.seed + 3)
+    limited = judge_backend(ctx, JitterSeed.CONSISTENCY)
 
     def judge(first: str, second: str) -> bool | None:
         req = LLMRequest([{"role": "user", "content": (

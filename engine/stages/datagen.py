@@ -9,7 +9,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.runner.context import StageCancelled, StageContext, StageFailed
+from engine.config.sections import LLMBackendName
+from engine.context import StageCancelled, StageContext, StageFailed
 from engine.dims import TIERS
 from engine.llm.base import LLMError, LLMRequest, LLMResult
 from engine.prompts import NearDuplicateFilter, Prompt, check_turns, load_prompts, prompt_key
@@ -157,7 +158,7 @@ def register_prompts(ctx: StageContext, limited) -> list[tuple[int, Prompt]]:
         kept_by_cat[cat] = kept + [Prompt(p["key"], cat, p["turns"], p["source"]) for p in existing]
     short = {cat: (kept, d.category_targets[cat]) for cat, kept in kept_by_cat.items() if len(kept) < d.category_targets[cat]}
     if d.expand and short:
-        if ctx.cfg.datagen.llm.backend == "offline":
+        if ctx.cfg.datagen.llm.backend == LLMBackendName.OFFLINE:
             for cat, (kept, target) in short.items():
                 ctx.log(f"{cat}: {len(kept)} of {target} prompts; the offline backend cannot write more (datagen.expand)", "warn")
         else:
@@ -202,7 +203,7 @@ def run(ctx: StageContext) -> None:
     done = ctx.store.done_calls(c.key for c in calls)
     todo = [c for c in calls if c.key not in done]
     ctx.log(f"{len(prompts)} prompts, {len(calls)} calls in all: {len(done)} done earlier, {len(todo)} to make ({limited.backend.describe()})")
-    if llm.backend == "vertex-batch" and todo:
+    if llm.backend == LLMBackendName.VERTEX_BATCH and todo:
         from engine.llm.vertex_batch import run_batch
 
         run_batch(ctx, todo, lambda call, result: _record(ctx, call, result, "vertex-batch", False))

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from engine.runner.context import StageContext, StageFailed
+from engine.context import StageContext, StageFailed
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -97,15 +97,15 @@ def run(ctx: StageContext) -> None:
 
     from engine.evaluation import commitment as cm
     from engine.evaluation import answers as ev
-    from engine.training import models
+    from engine.models import loading as models
 
     e = ctx.cfg.entangled
-    (ref,) = ev.resolve_models(ctx, [e.model]) or [None]
+    ref = ev.resolve_model(ctx, e.model, "entangled.model")
     backend = models.pick_backend(ctx.cfg)
     ctx.event("backend", f"backend: {backend.reason}", backend=backend.name)
     start = ref.base
     if ref.adapter is not None:  # merged on the CPU into 16-bit files first: never into 4-bit weights
-        from engine.evaluation.merging import merge_adapter
+        from engine.models.merging import merge_adapter
 
         start = str(merge_adapter(ctx.cfg, ref.base, ref.adapter, ctx.folder / f"merged-{ref.name}", ctx.log))
     base = models.load_plain(ctx.cfg, backend, start)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-from engine.runner.context import StageContext, StageFailed
+from engine.context import StageContext, StageFailed
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -16,12 +16,14 @@ def _path(p: str) -> Path:
 
 def run(ctx: StageContext) -> None:
     from engine.evaluation import answers as ev
+    from engine.evaluation import tournament as tn
+    from engine.evaluation.battery import check, load_battery
     from engine.dims import weighted_score
     from engine.text import split_think
-    from engine.training.rewards import make_scorer
+    from engine.judging.factory import JitterSeed, make_pairwise, make_scorer
 
     e = ctx.cfg.eval
-    tests = ev.load_battery(_path(e.battery))
+    tests = load_battery(_path(e.battery))
     heldout = ev.load_heldout(_path(e.heldout))
     names = list(e.models)
     if "ties" not in names and (ctx.run_dir / "ties" / "adapter").exists():
@@ -45,7 +47,7 @@ def run(ctx: StageContext) -> None:
             turns = [{"role": "user", "content": t.prompt}]
             out = ev.generate(model, tok, turns, e.max_new_tokens)
             js = scorer(turns, *split_think(out)) if t.kind == "judge" else None
-            ok, detail = ev.check(t, out, js)
+            ok, detail = check(t, out, js)
             passed += ok
             row = {"model": ref.name, "test": t.id, "title": t.title, "passed": ok, "detail": detail, "output": out}
             battery[f"{ref.name}/{t.id}"] = row
@@ -72,29 +74,20 @@ def run(ctx: StageContext) -> None:
         del model
         gc.collect()
     # Tournament: every pair, both orders.
-    concurrency = 1
-    if ctx.cfg.judge.llm.backend == "offline":
-        decide = ev.heuristic_pairwise(scorer, weights)
-    else:
-        from engine.llm import make_limited
-        from engine.judging.llm_judge import pairwise_llm
-
-        limited = make_limited(ctx.cfg.judge.llm, ctx, ctx.cfg.run.seed + 2)
-        decide = lambda turns, a, b: pairwise_llm(limited, turns, split_think(a)[1], split_think(b)[1])  # noqa: E731
-        concurrency = limited.concurrency
-    matches, skipped = ev.tournament(outputs, heldout, decide, concurrency)
+    decide, concurrency = make_pairwise(ctx, scorer, JitterSeed.EVAL_PAIRWISE)
+    matches, skipped = tn.tournament(outputs, heldout, decide, concurrency)
     if skipped:
         ctx.log(f"tournament: {skipped} of {skipped + len(matches)} pairs skipped (the judge gave no verdict)", "warn")
     ctx.metric(0, **{"eval/tournament_pairs": len(matches), "eval/tournament_skipped": skipped})
     model_names = list(outputs)
-    table, matrix = ev.ratings_table(matches, model_names, e.bootstrap)
+    table, matrix = tn.ratings_table(matches, model_names, e.bootstrap)
     for name, row in table.items():
         ctx.result("ratings", name, row)
     ctx.result("winrate", "matrix", {"models": model_names, "matrix": matrix})
     final = refs[-1].name if refs[-1].name != "ties" or len(refs) == 1 else refs[-2].name
     baseline = e.baseline if e.baseline in outputs else model_names[0]
-    items = ev.checklist(battery, outputs, scores, final, baseline, e.bootstrap)
-    paired = items["dimension scores improve vs baseline"]
+    items = tn.checklist(battery, outputs, scores, final, baseline, e.bootstrap)
+    paired = items[tn.ChecklistItem.IMPROVES]
     if paired["skipped"]:
         ctx.log(f"paired comparison {final} vs {baseline}: {paired['skipped']} held-out pair(s) skipped, judge failed", "warn")
     for item, row in items.items():

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from engine.runner.context import StageContext, StageFailed
+from engine.context import StageContext, StageFailed
 
 
 def run(ctx: StageContext) -> None:
     from engine.evaluation import gguf as gguf_export
-    from engine.training import models
-    from engine.evaluation.merging import merge_adapter
-    from engine.runner.procs import peak_rss_mb
+    from engine.models import loading as models
+    from engine.models.merging import merge_adapter
+    from engine.training.vram import peak_rss_mb
 
     x = ctx.cfg.export
     adapter = ctx.run_dir / x.source / "adapter"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from engine.runner.context import StageContext
+from engine.context import StageContext
 
 
 def run(ctx: StageContext) -> None:
-    from engine.training import models
-    from engine.stages.grpo import start_model, train_grpo
+    from engine.models import loading as models
+    from engine.training.grpo import start_model, train_grpo
 
     backend = models.pick_backend(ctx.cfg)
     ctx.event("backend", f"backend: {backend.reason}", backend=backend.name)

@@ -5,18 +5,19 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from engine.runner.context import StageCancelled, StageContext
+from engine.context import StageCancelled, StageContext
 
 
 def run(ctx: StageContext) -> None:
-    from engine.llm import make_limited
+    from engine.judging.factory import JitterSeed, is_offline, judge_backend
     from engine.judging.llm_judge import JudgeFailed, LLMJudge
 
     llm = ctx.cfg.judge.llm
     weights = ctx.cfg.grpo.reward_weights
-    limited = make_limited(llm, ctx, ctx.cfg.run.seed + 1)
-    name = "heuristic (offline)" if llm.backend == "offline" else limited.backend.describe()
-    if llm.backend == "offline":
+    limited = judge_backend(ctx, JitterSeed.JUDGE_STAGE)
+    offline = is_offline(ctx)
+    name = "heuristic (offline)" if offline else limited.backend.describe()
+    if offline:
         ctx.log("OFFLINE judge: the heuristic judge scores text features; a weak baseline, not a model's judgement")
     todo = ctx.store.unjudged_trace_ids()
     total = ctx.store.trace_count()
@@ -66,6 +67,6 @@ def run(ctx: StageContext) -> None:
         raise StageCancelled()
     ctx.log(f"judge: {counts['ok']} scored ({counts['repaired']} repaired, {counts['rescaled']} rescaled), {counts['failed']} judge_failed")
     if ctx.cfg.health.audit:
-        from engine.judging.audit import run_audit
+        from engine.evaluation.audit import run_audit
 
         run_audit(ctx)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from engine.runner.context import StageContext, StageFailed
+from engine.context import StageContext, StageFailed
 
 
 def _fallbacks_since(ctx: StageContext, after_id: int) -> list[str]:
@@ -13,10 +13,10 @@ def _fallbacks_since(ctx: StageContext, after_id: int) -> list[str]:
 
 
 def _attempt(ctx: StageContext, backend) -> dict:
-    from engine.evaluation.merging import merge_adapter
-    from engine.stages.grpo import train_grpo
-    from engine.stages.sft import train_sft
-    from engine.training import models
+    from engine.models.merging import merge_adapter
+    from engine.training.grpo import train_grpo
+    from engine.training.sft import train_sft
+    from engine.models import loading as models
     from engine.training.trainer import free_memory, release
     from engine.training.vram import measured_peaks
 
@@ -63,7 +63,7 @@ def _attempt(ctx: StageContext, backend) -> dict:
 
 
 def run(ctx: StageContext) -> None:
-    from engine.training import models
+    from engine.models import loading as models
     from engine.training.trainer import free_memory, is_oom
 
     backend = models.pick_backend(ctx.cfg)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from engine.runner.context import StageContext, StageFailed
+from engine.context import StageContext, StageFailed
 
 
 def run(ctx: StageContext) -> None:
-    from engine.training import models
-    from engine.evaluation.merging import merge_ties
+    from engine.models import loading as models
+    from engine.models.merging import merge_ties
 
     dims = ctx.cfg.grpo_dims.dimensions
     adapters = {d: ctx.run_dir / "grpo-dims" / d / "adapter" for d in dims}

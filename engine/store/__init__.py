@@ -15,13 +15,13 @@ from engine.store.db import (MIGRATIONS, SCHEMA_VERSION, Database, StoreError, d
                              read_only, write_failure)
 from engine.store.lineage import LineageMixin
 from engine.store.review import ReviewMixin
-from engine.store.stages import FINAL, STATUSES, StageRow, StagesMixin
+from engine.store.stages import FINAL, STATUSES, AttemptDecision, StageRow, StagesMixin, StageStatus
 from engine.store.telemetry import EventRow, LogRow, MetricRow, TelemetryMixin
 from engine.store.traces import TracesMixin
 
-__all__ = ["FINAL", "MIGRATIONS", "SCHEMA_VERSION", "STATUSES", "EventRow", "LogRow", "MetricRow", "RunStore",
-           "StageRow", "StoreError", "disk_full", "free_space", "human_bytes", "open_for_edits", "read_only",
-           "write_failure"]
+__all__ = ["FINAL", "MIGRATIONS", "SCHEMA_VERSION", "STATUSES", "AttemptDecision", "EventRow", "LogRow", "MetricRow",
+           "RunStore", "StageRow", "StageStatus", "StoreError", "disk_full", "free_space", "human_bytes",
+           "open_for_edits", "read_only", "write_failure"]
 
 
 class RunStore(StagesMixin, TelemetryMixin, TracesMixin, ReviewMixin, LineageMixin, Database):

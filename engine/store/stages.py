@@ -5,12 +5,34 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from engine.store.db import StoreError
 
-STATUSES = ("pending", "running", "succeeded", "failed", "crashed", "cancelled", "skipped")
-FINAL = frozenset({"succeeded", "failed", "crashed", "cancelled", "skipped"})
+
+class StageStatus(StrEnum):
+    """A stage's state in the `stages` table (the strings are the stored values: the schema is unchanged)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CRASHED = "crashed"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+class AttemptDecision(StrEnum):
+    """What a worker does with the attempt it was started for (`accept_attempt`)."""
+
+    RUN = "run"  # it is this process's running attempt: go
+    CANCEL = "cancel"  # it is, but a cancel was requested before it began: end it as cancelled
+    GONE = "gone"  # it is not (ended, reset or taken by another process meanwhile): exit without touching it
+
+
+STATUSES = tuple(StageStatus)
+FINAL = frozenset(StageStatus) - {StageStatus.PENDING, StageStatus.RUNNING}
 
 
 @dataclass(frozen=True)
@@ -27,13 +49,13 @@ def _t(sources: Iterable[str], targets: Iterable[str], who: str) -> Transition:
 # The stage state machine, written down once. Every change of `stages.status` goes through `_move`, one guarded
 # UPDATE (`WHERE status = ? AND attempts = ?`): of two actors racing for the same row, exactly one wins.
 TRANSITIONS: dict[str, Transition] = {
-    "start": _t({"pending"}, {"running"}, "the driver, when no cancel is pending; the only place attempts grow"),
-    "end": _t({"running"}, {"succeeded", "failed", "cancelled"}, "the attempt's worker"),
-    "crash": _t({"running"}, {"crashed"}, "whoever notices the attempt's process gone (driver, CLI, panel)"),
-    "kill": _t({"running"}, {"cancelled"}, "cancel, when the grace period is over (before it kills)"),
-    "cancel": _t({"pending"}, {"cancelled"}, "cancel of a stage that has not started (no attempt is touched)"),
-    "skip": _t({"pending", "failed", "crashed", "cancelled"}, {"skipped"}, "the user (no attempt is touched)"),
-    "reset": _t({"pending", *FINAL}, {"pending"}, "resume / start again: clears the cancel request"),
+    "start": _t({StageStatus.PENDING}, {StageStatus.RUNNING}, "the driver, when no cancel is pending; the only place attempts grow"),
+    "end": _t({StageStatus.RUNNING}, {StageStatus.SUCCEEDED, StageStatus.FAILED, StageStatus.CANCELLED}, "the attempt's worker"),
+    "crash": _t({StageStatus.RUNNING}, {StageStatus.CRASHED}, "whoever notices the attempt's process gone (driver, CLI, panel)"),
+    "kill": _t({StageStatus.RUNNING}, {StageStatus.CANCELLED}, "cancel, when the grace period is over (before it kills)"),
+    "cancel": _t({StageStatus.PENDING}, {StageStatus.CANCELLED}, "cancel of a stage that has not started (no attempt is touched)"),
+    "skip": _t({StageStatus.PENDING, StageStatus.FAILED, StageStatus.CRASHED, StageStatus.CANCELLED}, {StageStatus.SKIPPED}, "the user (no attempt is touched)"),
+    "reset": _t({StageStatus.PENDING, *FINAL}, {StageStatus.PENDING}, "resume / start again: clears the cancel request"),
 }
 
 
@@ -169,14 +191,14 @@ class StagesMixin:
             if row is None:
                 raise StoreError(f"{self.path}: no stage named {stage!r}")
             status, n, cancel = row
-            if status != "pending":
+            if status != StageStatus.PENDING:
                 return StartOutcome(status)
             now = time.time()
             if cancel:
-                _move(c, stage, "cancel", status, n, "cancelled", {"ended": now, "reason": "cancelled before it started"})
-                return StartOutcome("cancelled")
+                _move(c, stage, "cancel", status, n, StageStatus.CANCELLED, {"ended": now, "reason": "cancelled before it started"})
+                return StartOutcome(StageStatus.CANCELLED)
             pid, pid_started = spawn(n + 1)
-            moved = _move(c, stage, "start", status, n, "running", {
+            moved = _move(c, stage, "start", status, n, StageStatus.RUNNING, {
                 "pid": pid, "pid_started": pid_started, "started": now, "ended": None, "reason": None, "exit_code": None,
                 "progress": None, "progress_total": None, "progress_label": None,
             }, bump=True)
@@ -186,21 +208,21 @@ class StagesMixin:
                 (stage, n + 1, pid, pid_started, now),
             )
             c.execute("INSERT OR REPLACE INTO heartbeats (stage, pid, time) VALUES (?, ?, ?)", (stage, pid, now))
-            return StartOutcome("running", n + 1)
+            return StartOutcome(StageStatus.RUNNING, n + 1)
 
     def start_attempt(self, stage: str, pid: int, pid_started: float | None = None) -> int | None:
         """`begin_attempt` for a process that already runs (tools, benches). The attempt number, or None."""
         return self.begin_attempt(stage, lambda n: (pid, pid_started)).attempt
 
-    def accept_attempt(self, stage: str, attempt: int, pid: int) -> str:
-        """The worker's first act: 'run' when attempt `attempt` is running under this pid, 'cancel' when a cancel is
-        already waiting for it, 'gone' when it is not this process's to run (it ended, or never started)."""
+    def accept_attempt(self, stage: str, attempt: int, pid: int) -> AttemptDecision:
+        """The worker's first act: RUN when attempt `attempt` is running under this pid, CANCEL when a cancel is
+        already waiting for it, GONE when it is not this process's to run (it ended, or never started)."""
         with self._tx() as c:
             row = c.execute("SELECT status, attempts, pid, cancel_requested FROM stages WHERE name = ?", (stage,)).fetchone()
-            if row is None or tuple(row[:3]) != ("running", attempt, pid):
-                return "gone"
+            if row is None or tuple(row[:3]) != (StageStatus.RUNNING, attempt, pid):
+                return AttemptDecision.GONE
             c.execute("INSERT OR REPLACE INTO heartbeats (stage, pid, time) VALUES (?, ?, ?)", (stage, pid, time.time()))
-            return "cancel" if row[3] else "run"
+            return AttemptDecision.CANCEL if row[3] else AttemptDecision.RUN
 
     def end_attempt(self, stage: str, attempt: int, status: str, reason: str | None = None,
                     exit_code: int | None = None, event: str | None = None) -> bool:
@@ -208,10 +230,10 @@ class StagesMixin:
 
         The worker (succeeded/failed/cancelled), the crash noticer (crashed) and cancel's kill (cancelled) all come
         here; the guard makes the first of them the only one."""
-        event = event or ("crash" if status == "crashed" else "end")
+        event = event or ("crash" if status == StageStatus.CRASHED else "end")
         with self._tx() as c:
             now = time.time()  # read under the write lock: no heartbeat of this attempt can be newer
-            if not _move(c, stage, event, "running", attempt, status,
+            if not _move(c, stage, event, StageStatus.RUNNING, attempt, status,
                          {"ended": now, "reason": reason, "exit_code": exit_code}):
                 return False
             c.execute(
@@ -226,12 +248,12 @@ class StagesMixin:
         stage as it is after the request, or None when it had already ended."""
         with self._tx() as c:
             status, n = c.execute("SELECT status, attempts FROM stages WHERE name = ?", (stage,)).fetchone()
-            if status not in ("pending", "running"):
+            if status not in (StageStatus.PENDING, StageStatus.RUNNING):
                 return None
             c.execute("UPDATE stages SET cancel_requested = 1 WHERE name = ? AND status = ? AND attempts = ?",
                       (stage, status, n))
-            if status == "pending":
-                _move(c, stage, "cancel", status, n, "cancelled",
+            if status == StageStatus.PENDING:
+                _move(c, stage, "cancel", status, n, StageStatus.CANCELLED,
                       {"ended": time.time(), "reason": "cancelled before it started"})
         return self.stage(stage)
 
@@ -241,8 +263,8 @@ class StagesMixin:
             status, n = c.execute("SELECT status, attempts FROM stages WHERE name = ?", (stage,)).fetchone()
             if status not in TRANSITIONS["skip"].sources:
                 return status
-            _move(c, stage, "skip", status, n, "skipped", {"ended": time.time(), "reason": "skipped by the user"})
-            return "skipped"
+            _move(c, stage, "skip", status, n, StageStatus.SKIPPED, {"ended": time.time(), "reason": "skipped by the user"})
+            return StageStatus.SKIPPED
 
     def reset_stage(self, stage: str) -> bool:
         """Back to pending (resume, start again), selected, its cancel request cleared. False while it runs."""
@@ -250,14 +272,14 @@ class StagesMixin:
             status, n = c.execute("SELECT status, attempts FROM stages WHERE name = ?", (stage,)).fetchone()
             if status not in TRANSITIONS["reset"].sources:
                 return False
-            return _move(c, stage, "reset", status, n, "pending", {"reason": None, "cancel_requested": 0, "selected": 1})
+            return _move(c, stage, "reset", status, n, StageStatus.PENDING, {"reason": None, "cancel_requested": 0, "selected": 1})
 
     def heartbeat(self, stage: str, pid: int) -> bool:
         """Write a heartbeat for the running attempt of this pid. True means stop: a cancel was asked for, or the
         attempt is no longer this process's (it was ended by someone else): then no heartbeat is written."""
         with self._tx() as c:
             row = c.execute("SELECT status, pid, cancel_requested FROM stages WHERE name = ?", (stage,)).fetchone()
-            if row is None or row[0] != "running" or row[1] != pid:
+            if row is None or row[0] != StageStatus.RUNNING or row[1] != pid:
                 return True
             c.execute("INSERT OR REPLACE INTO heartbeats (stage, pid, time) VALUES (?, ?, ?)", (stage, pid, time.time()))
         return bool(row[2])

@@ -7,7 +7,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from engine.runner.context import StageContext
+from engine.context import StageContext
 
 # TRL/HF keys worth their own name in the database; everything numeric in `logs` is stored as TRL named it.
 _SKIP = {"total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second"}
@@ -39,7 +39,7 @@ class StoreCallback(TrainerCallback):
         self.step_times.append(dt)
         self.ctx.metrics(state.global_step, {f"{self.prefix}step_time_s": dt})
         self.ctx.progress(state.global_step, self.total_steps or state.max_steps, f"{self.prefix}step {state.global_step}")
-        from engine.runner.distributed import all_ranks_stop
+        from engine.training.distributed import all_ranks_stop
 
         if all_ranks_stop(self.ctx.should_stop()):
             # Stop at this boundary and let the Trainer write a checkpoint that resume continues from.

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+from engine.config.sections import LLMBackendName
 from engine.dims import DIMENSIONS, weighted_score
 from engine.errors import UserError
-from engine.jsonl import read_jsonl
 from engine.judging.heuristic import heuristic_scores
 from engine.store import RunStore
+from engine.tracefile import DEMO_TRACES, assistant_content, load_trace_file
 
-ROOT = Path(__file__).resolve().parents[2]
-DEMO_TRACES = ROOT / "data" / "demo" / "traces.jsonl"
 NO_DATA = ("no {what} in this run: run datagen and judge first, or start the run with "
            "`aba run CONFIG --data-from RUN_ID|FILE` ([data] from_run)")
 
@@ -25,7 +23,7 @@ def demo_data_reason(cfg, stage: str) -> str | None:
     """
     if stage == "smoke":
         return "smoke checks the training machinery"
-    if cfg.model.base.startswith("demo:") and cfg.datagen.llm.backend == "offline" and cfg.judge.llm.backend == "offline":
+    if cfg.model.base.startswith("demo:") and cfg.datagen.llm.backend == LLMBackendName.OFFLINE and cfg.judge.llm.backend == LLMBackendName.OFFLINE:
         return "the demo config (demo model, offline backends)"
     return None
 
@@ -35,26 +33,6 @@ def check_has_data(store: RunStore, cfg, stage: str, what: str = "traces") -> No
     have = store.trace_count() if what == "traces" else len(store.prompts())
     if not have and demo_data_reason(cfg, stage) is None:
         raise UserError(NO_DATA.format(what=what))
-
-
-def assistant_content(reasoning: str, answer: str) -> str:
-    """One assistant turn holding its reasoning in Qwen3's <think> block; the tokenizer's template renders it."""
-    return f"<think>\n{reasoning.strip()}\n</think>\n\n{answer.strip()}"
-
-
-def load_trace_file(path: Path) -> list[dict]:
-    """Traces from a JSONL file, each line checked; a bad line is reported with its number and reason."""
-    rows = []
-    for n, row in read_jsonl(path, "trace file"):
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{n}: a trace must be a JSON object")
-        for key in ("turns", "tier", "reasoning", "answer"):
-            if key not in row:
-                raise UserError(f"{path}:{n}: trace has no '{key}'")
-        if not isinstance(row["turns"], list) or not all(isinstance(t, dict) and "role" in t and "content" in t for t in row["turns"]):
-            raise UserError(f"{path}:{n}: 'turns' must be a list of {{role, content}} messages")
-        rows.append(row)
-    return rows
 
 
 def sft_rows(store: RunStore, weights: dict[str, float], min_score: float, log=print, demo: str | None = None) -> list[dict]:
@@ -99,5 +77,4 @@ def grpo_prompts(store: RunStore, demo: str | None = None, log=print) -> list[di
     return [{"prompt": turns} for turns in prompts]
 
 
-__all__ = ["DIMENSIONS", "assistant_content", "check_has_data", "demo_data_reason", "grpo_prompts", "load_trace_file",
-           "sft_rows"]
+__all__ = ["DIMENSIONS", "check_has_data", "demo_data_reason", "grpo_prompts", "sft_rows"]

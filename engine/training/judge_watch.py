@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from engine.runner.context import StageContext
+from engine.context import StageContext
 from engine.training.rewards import JudgeCache
 
 # The keys this callback writes each step (the GRPO doctor and the Training screen read them).
@@ -56,7 +56,7 @@ class JudgeWatch(TrainerCallback):
         total_failed = sum(f for _, f in self.window)
         share = total_failed / total_calls if total_calls else 0.0
         want_stop = share > self.max_failed_share
-        from engine.runner.distributed import all_ranks_stop
+        from engine.training.distributed import all_ranks_stop
 
         if all_ranks_stop(want_stop):
             self.reason = (

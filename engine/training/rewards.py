@@ -11,30 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from engine.context import StageContext
 from engine.dims import DIMENSIONS, weighted_score
-from engine.runner.context import StageContext
-from engine.judging.heuristic import heuristic_scores
+from engine.judging.factory import Scorer
 from engine.text import split_think
-
-Scorer = Callable[[list[dict], str, str], dict[str, float | None]]
-
-
-def make_scorer(ctx: StageContext) -> tuple[Scorer, str]:
-    """The judge backend from config: the heuristic judge offline, an LLM judge otherwise."""
-    llm_cfg = ctx.cfg.judge.llm
-    if llm_cfg.backend == "offline":
-        return heuristic_scores, "heuristic (offline)"
-    from engine.judging.llm_judge import LLMJudge
-    from engine.llm import make_limited
-
-    judge = LLMJudge(make_limited(llm_cfg, ctx, ctx.cfg.run.seed), attempts=ctx.cfg.judge.attempts, temperature=llm_cfg.temperature)
-    return judge.score, f"{llm_cfg.backend}:{llm_cfg.model}"
-
-
-def judge_concurrency(ctx: StageContext) -> int:
-    """Judge calls one batch may have in flight: the backend's cap; 1 for the heuristic judge (no waiting to overlap)."""
-    llm_cfg = ctx.cfg.judge.llm
-    return 1 if llm_cfg.backend == "offline" else llm_cfg.concurrency
 
 
 def _text(x: Any) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engine.runner.context import StageContext, StageFailed
+from engine.context import StageContext, StageFailed
 
 MAX_FALLBACKS = 3
 GB = 1024**3

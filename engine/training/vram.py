@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Any
 
-from engine.runner.context import StageContext
+from engine.context import StageContext
 from engine.training.estimate import Batch, VramEstimate, estimate_vram
 
 __all__ = ["Batch", "VramEstimate", "VramSampler", "estimate_vram", "imported_torch", "record_estimate", "record_peak"]
@@ -141,3 +141,13 @@ def record_peak(ctx: StageContext, est: VramEstimate | None, step_times: list[fl
         nvml = f", NVML {peaks['nvml_peak_gb']:.2f} GB" if peaks["nvml_peak_gb"] is not None else ""
         ctx.log(f"VRAM: estimated {est.total_gb:.2f} GB, measured torch peak {peaks['torch_peak_gb']:.2f} GB{nvml}")
     return data
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MB (None where the platform does not say, e.g. Windows)."""
+    if sys.platform == "win32":
+        return None
+    import resource
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / 1024 if sys.platform != "darwin" else kb / 2**20  # macOS reports bytes

@@ -7,6 +7,7 @@ import json
 
 from engine.cli.common import console
 from engine.dims import DIMENSIONS, SHORT
+from engine.progress import duration
 from engine.runner import supervisor as sup
 from engine.text import inert
 
@@ -21,13 +22,6 @@ def _wide():
     if not c.is_terminal:
         c.width = 240
     return c
-
-
-def _duration(s: float | None) -> str:
-    if s is None:
-        return ""
-    s = int(s)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -46,7 +40,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in rows:
         rating = r["rating"]
         table.add_row(
-            r["id"], Text(inert(r["name"], oneline=True), style="bold red" if r.get("damaged") else ""), Text(r["data"]), " ".join(f"{k}:{v}" for k, v in r["stages"].items()), _duration(r["duration_s"]),
+            r["id"], Text(inert(r["name"], oneline=True), style="bold red" if r.get("damaged") else ""), Text(r["data"]),
+            " ".join(f"{k}:{v}" for k, v in r["stages"].items()), duration(r["duration_s"]),
             _f(r["sft_loss"]), _f(r["grpo_reward"]), *[_f(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
             f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
             f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else "",

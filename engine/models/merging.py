@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from engine.config import Config
-from engine.training.models import DEMO_PREFIX, load_tokenizer
+from engine.models.loading import DEMO_PREFIX, load_tokenizer
 
 
 def ties_formula(tensors: list[torch.Tensor], weights: list[float], density: float) -> torch.Tensor:
@@ -60,7 +60,7 @@ def merge_adapter(cfg: Config, base: str, adapter: Path, dest: Path, log=None) -
         return dest
     import shutil
 
-    from engine.evaluation.lora_merge import Unsupported, merge_streaming, model_dir
+    from engine.models.lora_merge import Unsupported, merge_streaming, model_dir
 
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -7,7 +7,7 @@ import json
 
 from engine import config as config_mod
 from engine.cli.common import console, open_run
-from engine.reporting.health import health_rows
+from engine.reporting.health_table import health_rows
 
 STYLE = {"ok": "green", "warn": "yellow", "alarm": "bold red", "no data": "dim"}
 
@@ -43,8 +43,8 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from engine.judging.audit import run_audit
-    from engine.runner.context import StageContext
+    from engine.evaluation.audit import run_audit
+    from engine.context import StageContext
 
     run_dir, store = open_run(args)
     cfg = config_mod.load(run_dir / "config.toml")

@@ -11,10 +11,10 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Static
 
-from app.watch import RunModel
+from app.run_model import RunModel
 from app.widgets.chart import PALETTE, Line, LineChart
 from engine.store import EventRow
-from engine.training.health import RULES
+from engine.training.health_rules import RULES
 
 # The signals practitioners watch besides reward (KL and completion length are charted by the screen already).
 DOCTOR_CHARTS = [("reward_std", "reward std"), ("frac_reward_zero_std", "zero-std groups"), ("entropy", "entropy"),

@@ -9,16 +9,11 @@ from pathlib import Path
 from engine.cli.common import when
 from engine.runner import supervisor as sup
 from engine.runner.follow import Delta, Follower
-from engine.runner.progress import duration, eta_left, progress_cell
+from engine.progress import duration, eta_left, progress_cell
 from engine.store import FINAL, StageRow
 from engine.text import inert
 
 PROGRESS_EVERY_S = 5.0
-
-def printable(text: str) -> str:
-    """Log lines and reasons carry model output: made inert (the one sanitiser, engine.text)."""
-    return inert(text)
-
 
 def follow(run_dir: Path, only: list[str] | None = None) -> int:
     """Show progress until the run stops. Ctrl-C cancels politely. Exit 0 when every asked stage succeeded."""
@@ -40,7 +35,7 @@ def follow(run_dir: Path, only: list[str] | None = None) -> int:
     rows = {r.name: r for r in last}
     bad = [rows[n] for n in wanted if n in rows and rows[n].status != "succeeded"]
     for r in bad:
-        print(f"{r.name}: {r.status}" + (f": {printable(r.reason)}" if r.reason else ""), file=sys.stderr)
+        print(f"{r.name}: {r.status}" + (f": {inert(r.reason)}" if r.reason else ""), file=sys.stderr)
     return 0 if not bad else 1
 
 
@@ -49,7 +44,7 @@ def tail(run_dir: Path, stage: str | None, keep_following: bool) -> int:
     with Follower(run_dir, metrics=False, samples=False, log_stage=stage) as follower:
         for delta in follower.follow(interval=0.5, once=not keep_following):
             for log in delta.logs:
-                print(f"{when(log.time)} [{log.stage}] {log.level}: {printable(log.message)}", flush=True)
+                print(f"{when(log.time)} [{log.stage}] {log.level}: {inert(log.message)}", flush=True)
     return 0
 
 
@@ -71,7 +66,7 @@ class _PlainView:
         for row in delta.stages:
             if row.name in wanted and self.seen.get(row.name) != row.status:
                 self.seen[row.name] = row.status
-                extra = f" ({printable(row.reason)})" if row.reason and row.status in FINAL else ""
+                extra = f" ({inert(row.reason)})" if row.reason and row.status in FINAL else ""
                 print(f"stage {row.name}: {row.status}{extra}", flush=True)
             if row.name in wanted and row.status == "running" and row.progress is not None and time.monotonic() >= self.shown_at:
                 self.shown_at = time.monotonic() + PROGRESS_EVERY_S  # piped: n/N and the ETA every few seconds
@@ -79,7 +74,7 @@ class _PlainView:
                 print(f"stage {row.name}: {cell}", flush=True)
         for log in delta.logs:
             first = log.message.splitlines()[0] if log.message else ""
-            print(f"  [{log.stage}] {printable(first)}", flush=True)
+            print(f"  [{log.stage}] {inert(first)}", flush=True)
 
 
 class _RichView:
@@ -121,7 +116,7 @@ class _RichView:
             if name not in self.tasks:
                 self.tasks[name] = progress.add_task("", total=None, stage=name, status="pending", start=False)
         for log in delta.logs:
-            self.messages[log.stage] = printable((log.message.splitlines() or [""])[0][:80])
+            self.messages[log.stage] = inert((log.message.splitlines() or [""])[0][:80])
         for row in delta.stages:
             if row.name not in self.tasks:
                 continue
@@ -138,6 +133,6 @@ class _RichView:
             eta = eta_left(self.store, row) if total else None
             if eta is not None:
                 desc = f"ETA {duration(eta)}  {desc}"
-            progress.update(task, total=total, completed=done, status=row.status, description=printable(desc[:100]))
+            progress.update(task, total=total, completed=done, status=row.status, description=inert(desc[:100]))
             if row.status in FINAL:
                 progress.stop_task(task)

@@ -9,10 +9,10 @@ from typing import Any
 
 from engine import config as config_mod
 from engine.cli.common import DEMO_CONFIG, open_run, when
-from engine.cli.follow import follow, tail
+from engine.cli.live_view import follow, tail
 from engine.cli.output import print_table
 from engine.runner import supervisor as sup
-from engine.runner.progress import eta_left, progress_cell
+from engine.progress import eta_left, progress_cell
 from engine.store import RunStore
 from engine.text import inert
 

@@ -158,7 +158,7 @@ def _warm_up(model, tok, seed: int, steps: int = 200, progress=None) -> None:
 
     import torch
 
-    from engine.training.data import DEMO_TRACES, assistant_content, load_trace_file
+    from engine.tracefile import DEMO_TRACES, assistant_content, load_trace_file
 
     texts = []
     for row in load_trace_file(DEMO_TRACES):
@@ -224,7 +224,7 @@ def load_for_training(cfg: Config, backend: Backend, path: str, max_seq_length: 
 
     fast_inference (GRPO with model.fast_inference on Unsloth): Unsloth loads a vLLM engine sharing the weights.
     """
-    from engine.training.trl_compat import ensure_fused_head
+    from engine.models.trl_compat import ensure_fused_head
 
     ensure_fused_head()
     if backend.name == "unsloth":

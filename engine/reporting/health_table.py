@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from engine.registry import stages_emitting
 from engine.store import RunStore
-from engine.training.health import NO_DATA, RULES, Facts, replay
+from engine.training.health_rules import NO_DATA, RULES, Facts, replay
 
-HEALTH_STAGES = ("judge", "grpo", "grpo-dims", "smoke")
 
 
 def _replayed(store: RunStore, stage: str, cfg: Any) -> list[dict[str, Any]]:
@@ -27,7 +27,7 @@ def _replayed(store: RunStore, stage: str, cfg: Any) -> list[dict[str, Any]]:
 def health_rows(store: RunStore, cfg: Any = None) -> list[dict[str, Any]]:
     """Every rule of every stage that has health data: {stage, rule, state, first_step, value, detail, ...}."""
     out = []
-    for stage in HEALTH_STAGES:
+    for stage in stages_emitting("health"):
         stored = store.results(stage, "health")
         if not stored and stage == "grpo" and cfg is not None:
             rows = _replayed(store, stage, cfg)
@@ -78,7 +78,7 @@ def health_section(store: RunStore, run_dir: Any) -> list[str]:
     except Exception:  # a report never fails over a config it cannot read
         cfg = None
     rows = health_rows(store, cfg)
-    gains = {stage: g for stage in HEALTH_STAGES for g in store.results(stage, "reward_gain").values()}
+    gains = {stage: g for stage in stages_emitting("reward_gain") for g in store.results(stage, "reward_gain").values()}
     audit = store.results("judge", "audit") or store.results("grpo", "audit")
     if not rows and not gains and not audit:
         return []

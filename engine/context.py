@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import Config
-from engine.runner.progress import ETA_KEY, ETA_KIND, EtaMeter
+from engine.progress import ETA_KEY, ETA_KIND, EtaMeter
 from engine.store import RunStore
 
 
@@ -45,10 +45,6 @@ class StageContext:
         return path
 
     @property
-    def section(self) -> Any:
-        return self.cfg.section(self.name)
-
-    @property
     def run_id(self) -> str:
         return self.run_dir.name
 
@@ -64,7 +60,7 @@ class StageContext:
 
     def progress(self, done: float, total: float | None = None, label: str | None = None) -> None:
         """n of N done; the time left, from this stage's own recent rate, is kept beside it (a `progress` result,
-        written at most once a second and at the end; see engine.runner.progress)."""
+        written at most once a second and at the end; see engine.progress)."""
         if not self.primary:
             return
         self.store.set_progress(self.name, done, total, label)

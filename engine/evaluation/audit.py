@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import random
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from engine.dims import DIMENSIONS, weighted_score
+from engine.evaluation.agreement import krippendorff_alpha
+from engine.judging.factory import JitterSeed, Pairwise, Scorer, make_pairwise, make_scorer
 from engine.text import split_think
-
-Scorer = Callable[[list[dict], str, str], dict[str, float | None]]
-Pairwise = Callable[[list[dict], str, str], str]  # 'A' (first better), 'B' or 'tie'
 
 _NOISE = "qua vel ptr zzk mlo ert yui oph asd fgh jkl zxc vbn wer tyu iop ghj bnm xcv rty".split()
 
@@ -46,19 +44,10 @@ class AuditJudge:
 
 
 def judge_for(ctx: Any) -> AuditJudge:
-    """The judge of this run's config: the heuristic judge offline, the LLM judge (`judge.llm`) otherwise."""
-    from engine.training.rewards import make_scorer
-
+    """The judge of this run's config, as GRPO and eval use it (engine.judging.factory)."""
     scorer, name = make_scorer(ctx)
-    if ctx.cfg.judge.llm.backend == "offline":
-        from engine.evaluation.answers import heuristic_pairwise
-
-        return AuditJudge(name, scorer, heuristic_pairwise(scorer, ctx.cfg.grpo.reward_weights))
-    from engine.judging.llm_judge import pairwise_llm
-    from engine.llm import make_limited
-
-    limited = make_limited(ctx.cfg.judge.llm, ctx, ctx.cfg.run.seed + 3)
-    return AuditJudge(name, scorer, lambda turns, a, b: pairwise_llm(limited, turns, split_think(a)[1], split_think(b)[1]))
+    pairwise, _ = make_pairwise(ctx, scorer, JitterSeed.AUDIT_PAIRWISE)
+    return AuditJudge(name, scorer, pairwise)
 
 
 def _percentile(value: float, population: list[float]) -> float | None:
@@ -94,8 +83,6 @@ def audit_degenerate(judge: AuditJudge, prompts: list[list[dict]], weights: dict
 
 def audit_retest(judge: AuditJudge, traces: list[dict]) -> dict[str, Any]:
     """Re-judge traces and compare with their stored judge scores: per dimension n, MAE and Krippendorff's alpha."""
-    from engine.reporting.agreement import krippendorff_alpha
-
     pairs: dict[str, list[tuple[float, float]]] = {d: [] for d in DIMENSIONS}
     for t in traces:
         again = judge.score(t["turns"], t["reasoning"] or "", t["answer"] or "")
@@ -181,6 +168,6 @@ def run_audit(ctx: Any, judge: AuditJudge | None = None) -> dict[str, Any]:
 
 
 def _full(trace: dict) -> str:
-    from engine.training.data import assistant_content
+    from engine.tracefile import assistant_content
 
     return assistant_content(trace["reasoning"], trace["answer"])

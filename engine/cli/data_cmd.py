@@ -9,7 +9,7 @@ from pathlib import Path
 from engine.cli.output import print_table
 from engine import config as config_mod
 from engine.cli.common import DEMO_CONFIG, console, open_run
-from engine.reporting.agreement import judge_agreement
+from engine.evaluation.agreement import judge_agreement
 from engine.reporting.exports import export_scores_csv, export_training_jsonl
 
 
@@ -72,7 +72,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_agreement(args) -> int:
     ids = args.run_ids or [None]
     if len(ids) > 1:  # several runs (e.g. ones sharing lineage): pooled, each trace once
-        from engine.reporting.agreement import pooled_judge_agreement
+        from engine.evaluation.agreement import pooled_judge_agreement
         from engine.runner import supervisor as sup
         from engine.store import RunStore
 

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine.runner.context import StageCancelled, StageContext, StageFailed
+from engine.context import StageCancelled, StageContext, StageFailed
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,12 +1,17 @@
-"""TRL's fused LM head needs Triton kernels, which CPU builds of torch do not ship. Give it a plain-torch twin.
+"""TRL's fused LM head runs a Triton kernel, which needs a GPU. Give it a plain-torch twin for tensors off the GPU.
 
-TRL >= 1.x always patches the model forward with a chunked log-prob kernel (trl.kernels, Triton). Without Triton
-the import fails, TRL leaves `_ChunkedLogProbFunction = None`, and the first training step raises AttributeError.
-`ensure_fused_head()` installs an equivalent computed with ordinary torch ops (autograd does the backward), so the
-same TRL trainers run on a laptop. On CUDA with Triton present nothing is replaced.
+TRL 1.15 always patches the model forward with a chunked log-prob kernel (`trl.kernels.ChunkedLogProbFunction`,
+called as `trl.trainer.utils._ChunkedLogProbFunction.apply(...)` in the fused forward). Without Triton the import
+fails and TRL leaves it None (the first step raises AttributeError); with Triton installed but no GPU (Linux CPU
+machines: Unsloth depends on Triton) the kernel raises "0 active drivers" on CPU tensors. `ensure_fused_head()`
+puts a dispatcher in its place: CUDA/XPU tensors go to TRL's kernel unchanged, anything else to an equivalent
+computed with ordinary torch ops (autograd does the backward), so the same TRL trainers run on a laptop.
+tests/test_trl_compat.py pins this to TRL's version, signature and output shapes.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,11 +56,27 @@ class TorchChunkedLogProb:
         return tuple(out)
 
 
+KERNEL_DEVICES = ("cuda", "xpu")  # where TRL's Triton kernel runs (trl.trainer.utils._supports_trl_loss_kernel)
+
+
+class FusedHeadDispatch:
+    """Stands in for `_ChunkedLogProbFunction`: TRL's kernel on a GPU, the torch twin elsewhere."""
+
+    def __init__(self, kernel: Any):
+        self.kernel = kernel  # TRL's ChunkedLogProbFunction, or None when Triton did not import
+
+    def apply(self, hidden, *args):
+        if self.kernel is not None and hidden.device.type in KERNEL_DEVICES:
+            return self.kernel.apply(hidden, *args)
+        return TorchChunkedLogProb.apply(hidden, *args)
+
+
 def ensure_fused_head() -> bool:
-    """Install the torch twin where TRL found no Triton kernels. Returns True when it was needed."""
+    """Install the dispatcher in TRL's fused forward (once). Returns True when this call installed it."""
     from trl.trainer import utils
 
-    if getattr(utils, "_ChunkedLogProbFunction", object()) is None:
-        utils._ChunkedLogProbFunction = TorchChunkedLogProb
-        return True
-    return False
+    current = getattr(utils, "_ChunkedLogProbFunction", None)
+    if isinstance(current, FusedHeadDispatch):
+        return False
+    utils._ChunkedLogProbFunction = FusedHeadDispatch(current)
+    return True
