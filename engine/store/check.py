@@ -45,10 +45,39 @@ def problems(path: str | Path, full: bool = False) -> list[str]:
         return [str(err)]
 
 
+CACHE_NAME = ".aba-check"  # the size and modification times of a database quick_check last found whole
+
+
+def _stamp(path: Path) -> str | None:
+    try:
+        parts = []
+        for p in (path, path.with_name(path.name + "-wal")):
+            st = p.stat() if p.exists() else None
+            parts.append(f"{st.st_size}:{st.st_mtime_ns}" if st else "-")
+        return " ".join(parts)
+    except OSError:
+        return None
+
+
 def damage(path: str | Path) -> str | None:
-    """One line naming the damage, or None for a whole database."""
+    """One line naming the damage, or None for a whole database. A database unchanged since quick_check last
+    found it whole (same sizes and times, kept beside it in .aba-check) is not read again: `aba runs` over many
+    finished runs stays quick."""
+    path = Path(path)
+    stamp = _stamp(path)
+    cache = path.with_name(CACHE_NAME)
+    try:
+        if stamp is not None and cache.read_text(encoding="utf-8") == stamp:
+            return None
+    except OSError:
+        pass
     found = problems(path)
     if not found:
+        if stamp is not None and stamp == _stamp(path):
+            try:
+                cache.write_text(stamp, encoding="utf-8")
+            except OSError:
+                pass  # a read-only run folder: checked again next time
         return None
     more = f" (+{len(found) - 1} more)" if len(found) > 1 else ""
     return f"{found[0]}{more}"
