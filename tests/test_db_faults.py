@@ -135,3 +135,15 @@ def test_a_full_disk_stops_the_stage_in_one_line_and_resume_continues(tmp_path, 
             assert s.stage("smoke").status == "succeeded"
             steps = s.metric_series("smoke", "m1")[1]
         assert steps == list(range(400))  # one row per step across the two attempts
+
+
+def test_a_damaged_inner_page_is_still_one_line(runs_dir):
+    """SQLite heads its report with '*** in database main ***' inside the first row: still one line."""
+    run = make_fixture_run(runs_dir, BAD)
+    with RunStore(run / "run.db") as s:
+        s.add_metric_rows([("sft", i, f"k{i % 7}", float(i), 0.0) for i in range(20_000)])
+    pages = (run / "run.db").stat().st_size // 4096
+    damage_page(run / "run.db", pages // 2)
+    proc = aba("check", BAD)
+    assert proc.returncode == 1 and len(proc.stdout.strip().splitlines()) == 2, proc.stdout
+    _one_line(aba("status", BAD), 2, "damaged")

@@ -33,7 +33,9 @@ def problems(path: str | Path, full: bool = False) -> list[str]:
         conn = _connect(path)
         try:
             pragma = "integrity_check" if full else "quick_check"
-            rows = [str(r[0]) for r in conn.execute(f"PRAGMA {pragma}({QUICK_LIMIT})").fetchall()]
+            # One problem a line; SQLite heads a report with "*** in database main ***" inside the first row.
+            rows = [line.strip() for r in conn.execute(f"PRAGMA {pragma}({QUICK_LIMIT})").fetchall()
+                    for line in str(r[0]).splitlines() if line.strip() and not line.startswith("*** in database")]
             if rows != ["ok"]:
                 return rows
             if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
