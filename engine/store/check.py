@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 QUICK_LIMIT = 10  # problems quick_check lists at most: one is enough to name the damage
+REPAIR_TABLE_S = 60.0  # the longest a repair spends stepping past unreadable pages of one table
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -162,9 +163,12 @@ def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, ou
     if table == "meta":
         dst.execute("DELETE FROM meta")
     copied, skipped, last, failures = 0, 0, None, []
+    resumed_at: int | None = -1
+    deadline = time.monotonic() + REPAIR_TABLE_S
     dst.execute("BEGIN")
-    # Rows are read in rowid order; where a page cannot be read, go on from the next rowid that can.
-    while True:
+    # Rows are read in rowid order; where a page cannot be read, go on from the next rowid that can. Each retry
+    # starts past the last (no row is tried twice), and a table gets REPAIR_TABLE_S at most.
+    while time.monotonic() < deadline:
         try:
             cur = src.execute(f'SELECT rowid, {names} FROM "{table}"' + (" WHERE rowid > ?" if last is not None else "")
                               + " ORDER BY rowid", (last,) if last is not None else ())
@@ -179,11 +183,14 @@ def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, ou
             break
         except sqlite3.DatabaseError as err:
             failures.append(str(err))
-            nxt = _next_readable_rowid(src, table, last)
+            after = last if last != resumed_at else (last or 0) + 1  # no row read since: step past the bad one
+            nxt = _next_readable_rowid(src, table, after)
             if nxt is None:
                 break
             skipped += 1
-            last = nxt - 1
+            last = resumed_at = max(nxt - 1, after)
+    else:
+        failures.append(f"stopped after {REPAIR_TABLE_S} s")
     dst.execute("COMMIT")
     out.copied[table] = copied
     if failures:
