@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from engine.store.check import describe_unreadable
 from engine.text import inert
 
 POLL_S = 0.2
+RUNS_SCAN_S = 1.0  # how often the runs folder is listed for runs started elsewhere
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,6 +35,9 @@ class AbaApp(RunControl, App):
     TITLE = "aba-tui"
     SUB_TITLE = "Entropy-Joy pipeline"
     CSS_PATH = ROOT / "styles" / "app.tcss"
+    # Screen classes for narrow and short terminals (styles/app.tcss lays the rooms out again at 80x24).
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
         # Rooms: listed in the help screen and the palette, kept out of the footer so it stays short at 80 columns.
         Binding("f2", "switch_mode('pipeline')", "Pipeline", show=False),
@@ -41,9 +46,10 @@ class AbaApp(RunControl, App):
         Binding("f5", "switch_mode('runs')", "Runs", show=False),
         Binding("f6", "switch_mode('eval')", "Eval", show=False),
         Binding("f7", "switch_mode('commitment')", "Commitment", show=False),
+        Binding("f8", "switch_mode('playground')", "Playground", show=False),
         # Run control: one meaning on every screen; each asks first where it stops, replaces or doubles work.
         Binding("n", "new_run", "new run", show=False),
-        Binding("s", "start_stage", "start stage"),
+        Binding("s", "start_stage", "start stage", show=False),
         Binding("c", "cancel", "cancel", show=False),
         Binding("r", "resume_run", "resume", show=False),
         Binding("k", "skip", "skip", show=False),
@@ -57,13 +63,14 @@ class AbaApp(RunControl, App):
         from app.screens.commitment import CommitmentScreen
         from app.screens.evals import EvalScreen
         from app.screens.pipeline import PipelineScreen
+        from app.screens.playground import PlaygroundScreen
         from app.screens.runs import RunsScreen
         from app.screens.traces import TracesScreen
         from app.screens.training import TrainingScreen
 
         self.MODES = {
             "pipeline": PipelineScreen, "training": TrainingScreen, "traces": TracesScreen, "runs": RunsScreen,
-            "eval": EvalScreen, "commitment": CommitmentScreen,
+            "eval": EvalScreen, "commitment": CommitmentScreen, "playground": PlaygroundScreen,
         }
         super().__init__()
         self.runs_dir = runs_dir
@@ -74,11 +81,62 @@ class AbaApp(RunControl, App):
         self.etas: dict[str, float | None] = {}  # seconds left per running stage, read by the poll thread
         self.latency: list[float] = []  # commit-to-screen delays seen, for the latency benchmark
         self._weights: tuple[Path | None, dict[str, float]] = (None, {})
+        self._delta_consumed = threading.Event()  # the last RunDelta was applied: the poll thread may post again
+        self._delta_consumed.set()
+        self.starting_run = False  # a run being started from this panel (its folder is not news)
+        self.poll_waits = 0  # times the poll thread waited for the UI (backpressure), for the benchmark
 
     def on_mount(self) -> None:
         self.switch_mode("pipeline")
+        self._resume_queue(self.runs_dir)
         if self.model.run_dir is not None:
             self.open_run(self.model.run_dir)
+        self.watch_runs_folder()
+
+    # -- runs started anywhere (the CLI, another panel) -----------------------------------------
+
+    @work(thread=True, exclusive=True, group="runs-folder", exit_on_error=False)
+    def watch_runs_folder(self) -> None:
+        """Every RUNS_SCAN_S, the run folders that appeared since the panel opened: the newest opens when no run is
+        open, the others are announced (F5 lists them)."""
+        from textual.worker import get_current_worker
+
+        worker = get_current_worker()
+        seen = set(sup.list_run_dirs(self.runs_dir))
+        while not worker.is_cancelled:
+            time.sleep(RUNS_SCAN_S)
+            now = sup.list_run_dirs(self.runs_dir)  # newest first
+            new = [p for p in now if p not in seen]
+            seen.update(new)
+            if new:
+                self.call_from_thread(self._runs_appeared, new)
+
+    def _runs_appeared(self, new: list[Path]) -> None:
+        new = [p for p in new if p != self.model.run_dir]  # one this panel started is open already
+        if not new or self.starting_run:
+            return
+        if self.model.run_dir is None:
+            self.open_run(new[0])
+            self.notify(f"run {new[0].name} started elsewhere: following it (F5: every run)", markup=False)
+            new = new[1:]
+        for p in new:
+            self.notify(f"run {p.name} started elsewhere (F5 to open it)", markup=False)
+        screen = self.screen
+        if hasattr(screen, "action_reload") and type(screen).__name__ == "RunsScreen":
+            screen.action_reload()
+
+    @work(thread=True, exclusive=True, group="queue", exit_on_error=False)
+    def _resume_queue(self, root: Path) -> None:
+        """A panel that starts finds queued runs without a driver (a reboot, a killed driver): start one."""
+        from engine.sweep.queue import ensure_driver
+
+        try:
+            pid = ensure_driver(root)
+        except Exception as err:  # the panel opens anyway; the queue is only reported
+            self.call_from_thread(self.notify, f"run queue not resumed: {inert(err, oneline=True)}", severity="warning")
+            return
+        if pid:
+            self.call_from_thread(self.notify, f"run queue resumed (driver pid {pid})")
 
     # -- the open run -----------------------------------------------------------------------
 
@@ -91,13 +149,22 @@ class AbaApp(RunControl, App):
 
     @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
     def poll(self, run_dir: Path) -> None:
-        """The only reader of the run database for live data: rows newer than the last seen, every 200 ms."""
+        """The only reader of the run database for live data: rows newer than the last seen, every 200 ms.
+
+        Backpressure: no new delta is read while the last one is still waiting for the UI thread. The follower's
+        cursors stay put meanwhile, so the next poll brings everything at once (one delta, not a queue of them).
+        """
         from textual.worker import get_current_worker
 
         worker = get_current_worker()
         poller: Follower | None = None
+        consumed = self._delta_consumed
         try:
             while not worker.is_cancelled:
+                while not consumed.wait(POLL_S) and not worker.is_cancelled:
+                    self.poll_waits += 1  # the panel is behind: wait for it rather than pile up messages
+                if worker.is_cancelled:
+                    break
                 try:
                     if poller is None:
                         poller = Follower(run_dir)  # the same reader `aba run` and `aba tail` follow with
@@ -112,6 +179,7 @@ class AbaApp(RunControl, App):
                         poller = None
                     time.sleep(POLL_S * 10)
                     continue
+                consumed.clear()
                 self.post_message(RunDelta(delta))
                 self.post_message(EtaUpdate(run_dir, etas))
                 if not delta.more:
@@ -137,6 +205,7 @@ class AbaApp(RunControl, App):
 
     @on(RunDelta)
     def _apply_delta(self, message: RunDelta) -> None:
+        self._delta_consumed.set()  # the poll thread may read the next one (set first: a failure below must not stall it)
         if message.delta.run_dir != self.model.run_dir:
             return  # from a run no longer open
         changed = self.model.apply(message.delta)
@@ -182,7 +251,8 @@ class AbaApp(RunControl, App):
         """Every worker failure lands here, once (Harlequin's habit)."""
         if event.state == WorkerState.ERROR:
             err = event.worker.error
-            text = str(err) if isinstance(err, UserError) else f"{type(err).__name__}: {err}"
+            where = event.worker.name.strip("_").replace("_", " ")
+            text = str(err) if isinstance(err, UserError) else f"{where} failed: {type(err).__name__}: {err}"
             self.notify(inert(text, oneline=True), severity="error", timeout=10, markup=False)
 
     def run_weights(self) -> dict[str, float]:

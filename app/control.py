@@ -41,6 +41,9 @@ class EtaUpdate(Message):
     run_dir: Path
     etas: dict[str, float | None]
 
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, EtaUpdate)  # only the newest ETAs matter
+
 
 def _join(names: list[str]) -> str:
     return ", ".join(names) if names else "none"
@@ -191,8 +194,12 @@ class RunControl:
 
     @work(thread=True, group="actions", exit_on_error=False)
     def _start_new(self, choice) -> None:
-        run_dir = sup.start(choice.config, self.runs_dir, name=choice.name, data_from=choice.data_from)
-        self.call_from_thread(self.open_run, run_dir)
+        self.starting_run = True  # the runs-folder watch leaves the new folder to us
+        try:
+            run_dir = sup.start(choice.config, self.runs_dir, name=choice.name, data_from=choice.data_from)
+            self.call_from_thread(self.open_run, run_dir)
+        finally:
+            self.starting_run = False
         data = f", data from {choice.data_from}" if choice.data_from else ""
         self.call_from_thread(self.notify, f"run {run_dir.name} started from {choice.config}{data}")
 

@@ -3,6 +3,8 @@
 The model is a Qwen3-architecture model built from a config (about 1.2 GB of float32 safetensors) so that the
 measurement is not dominated by the interpreter. The export runs in a fresh process; its peak RSS (ru_maxrss)
 includes Python, torch and gguf themselves, and is also given above the baseline measured just before exporting.
+
+    python bench/export.py [--quick]    (--quick: a tiny model of the same architecture, to check the bench runs)
 """
 
 from __future__ import annotations
@@ -18,7 +20,14 @@ from pathlib import Path
 from _util import ROOT, peak_rss_mb
 
 
-def build(dest: Path) -> int:
+# --quick: a tiny model of the same architecture (seconds), to check the bench runs; its figures mean nothing.
+FULL = dict(hidden_size=1536, intermediate_size=4096, num_hidden_layers=14, num_attention_heads=12, num_key_value_heads=4,
+            head_dim=128)
+QUICK = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             head_dim=16)
+
+
+def build(dest: Path, shape: dict = FULL) -> int:
     import torch
     from safetensors.torch import save_file
     from transformers import Qwen3Config
@@ -26,9 +35,8 @@ def build(dest: Path) -> int:
     from engine.models.loading import load_tokenizer
 
     tok = load_tokenizer("demo:tiny-qwen3")
-    cfg = Qwen3Config(vocab_size=len(tok), hidden_size=1536, intermediate_size=4096, num_hidden_layers=14,
-                      num_attention_heads=12, num_key_value_heads=4, head_dim=128, tie_word_embeddings=True,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = Qwen3Config(vocab_size=len(tok), **shape, tie_word_embeddings=True, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
     dest.mkdir(parents=True)
     cfg.save_pretrained(dest)
     tok.save_pretrained(dest)
@@ -75,11 +83,12 @@ def export(model_dir: str, out: str, qtype: str, q) -> None:
 
 
 def main() -> None:
+    quick = "--quick" in sys.argv[1:]
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         ctx = mp.get_context("spawn")
         with ctx.Pool(1) as pool:
-            size = pool.apply(build, (model_dir,))
+            size = pool.apply(build, (model_dir, QUICK if quick else FULL))
         for qtype in ("F16", "Q8_0"):
             q = ctx.Queue()
             p = ctx.Process(target=export, args=(str(model_dir), str(Path(tmp) / f"m-{qtype}.gguf"), qtype, q))

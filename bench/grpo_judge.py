@@ -5,10 +5,13 @@ Runs the grpo stage's training (train_grpo) for a few steps three ways in this p
 slow judge with the configured concurrency. Prints the peak number of judge calls the server saw in flight (target:
 min(concurrency, distinct completions per step)) and the step-time ratio against the offline judge (target:
 <= 1 + 1.2 x latency / offline step time).
+
+    python bench/grpo_judge.py [--steps 3] [--skip-serial] [--quick]
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -47,18 +50,21 @@ def main() -> None:
 
     from tests.fake_openai import FakeOpenAI  # the tests' local OpenAI-compatible server
 
-    global STEPS
+    global STEPS, LATENCY_S
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=STEPS, help="steps per variant (at least 2; the first is left out)")
     ap.add_argument("--skip-serial", action="store_true", help="leave out the one-at-a-time variant (saves time)")
+    ap.add_argument("--quick", action="store_true", help="2 steps, 50 ms judge latency, no one-at-a-time variant")
     args = ap.parse_args()
-    STEPS = max(2, args.steps)
+    STEPS = 2 if args.quick else max(2, args.steps)
+    LATENCY_S = 0.05 if args.quick else LATENCY_S
     serial = float("nan")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        os.environ.setdefault("ABA_CACHE_DIR", str(tmp / "cache"))  # the demo base is built once for every variant
         offline, _ = run(tmp / "offline", None)
         with FakeOpenAI(latency_s=LATENCY_S, judge_scores="varied") as srv:
-            if not args.skip_serial:
+            if not (args.skip_serial or args.quick):
                 serial, _ = run(tmp / "serial", srv.url, concurrency=1)
             srv.reset_peak()
             concurrent, judge = run(tmp / "concurrent", srv.url)

@@ -1,7 +1,7 @@
 """Run lifecycle soak: many random sequences of real detached runs (tests/lifecycle_driver.py), invariants checked
 after every step. Prints the sequences run and the violations found (target: 0 in 2,000).
 
-    python bench/lifecycle_soak.py [--sequences 2000] [--seed 0] [--parallel 4]
+    python bench/lifecycle_soak.py [--sequences 2000] [--seed 0] [--parallel 4] [--quick]
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ def main() -> int:
     parser.add_argument("--sequences", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--parallel", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="2 sequences, 2 at a time: checks the bench runs")
     args = parser.parse_args()
+    if args.quick:
+        args.sequences, args.parallel = 2, 2
     os.environ.update(lifecycle_driver.environment())
     t0 = time.monotonic()
     last = [t0]

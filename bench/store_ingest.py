@@ -2,11 +2,14 @@
 
 Targets (issue 2): >= 200,000 rows/s; < 5 ms per incremental read. Baseline in the same process: the same rows
 through a bare sqlite3 executemany into a table with no index, which is the ceiling for this machine.
+
+    python bench/store_ingest.py [--quick]    (--quick: 20,000 rows, to check the bench runs)
 """
 
 from __future__ import annotations
 
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +30,9 @@ def rows(start: int, n: int):
 
 
 def main() -> None:
+    global N
+    if "--quick" in sys.argv[1:]:  # seconds, to check the bench runs; the targets are stated at 1M rows
+        N = 20_000
     with tempfile.TemporaryDirectory() as tmp:
         store = RunStore(Path(tmp) / "run.db", create=True)
         t0 = time.perf_counter()

@@ -24,7 +24,26 @@ from engine.dims import DIMENSIONS
 from engine.store import RunStore
 
 ROWS_PER_S = 1_000
-EDITED = 1_000  # traces a person re-scored: the agreement statistics run over all of them
+
+
+class Size:
+    """The sizes the targets are stated at; `quick()` shrinks them so the benches run in seconds (bench --quick,
+    which `make test` runs to check that the benches still work; its figures are not the targets')."""
+
+    metric_rows = 1_000_000  # a big run's metric rows; points in the big chart
+    traces = 100_000  # the traces table
+    edited = 1_000  # traces a person re-scored: the agreement statistics run over all of them
+    live_s = 15.0  # how long a writer feeds the panel for the commit -> screen latency
+    key_share = 1.0  # share of the key presses made
+
+    def quick(self) -> None:
+        self.metric_rows, self.traces, self.edited, self.live_s, self.key_share = 20_000, 2_000, 100, 2.0, 0.1
+
+    def keys(self, n: int) -> int:
+        return max(4, int(n * self.key_share))
+
+
+SIZE = Size()
 EDIT_BUDGET_S = 60.0  # a blocking recompute makes each edit slow: stop sampling after this long (at least 10 edits)
 
 
@@ -69,8 +88,9 @@ class FrameClock:
         return timeout
 
 
-def add_human_edits(run: Path, n: int = EDITED) -> None:
+def add_human_edits(run: Path, n: int | None = None) -> None:
     """Human scores on `n` traces across every dimension, as if reviewed: the agreement statistics read them all."""
+    n = SIZE.edited if n is None else n
     rng = np.random.default_rng(1)
     with RunStore(run / "run.db") as s, s._tx() as c:
         sets = ", ".join(f"h_{d} = ?" for d in DIMENSIONS)
@@ -125,10 +145,12 @@ async def traces_under_load(root: Path, run: Path) -> None:
     app = make_app(run.name, root)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("f4")
+        while not app.screen.query("#trace-count"):  # composed (on a busy machine that can take a while)
+            await pilot.pause(0.05)
         count = app.screen.query_one("#trace-count")
         for _ in range(600):  # the table and its count are filled (by a worker, once the reads move off the loop)
             await pilot.pause(0.05)
-            if "100000 of 100000" in str(count.render()):
+            if f"{SIZE.traces} of {SIZE.traces}" in str(count.render()):
                 break
         agreement = app.screen.query_one("#agreement")
         if not agreement.display:
@@ -141,14 +163,14 @@ async def traces_under_load(root: Path, run: Path) -> None:
         keys: list[float] = []
         rng = np.random.default_rng(2)
         t_start = time.perf_counter()
-        for i in range(200):
+        for i in range(SIZE.keys(200)):
             keys.append(await clock.press(pilot, "down" if i % 10 else "pagedown"))
             await asyncio.sleep(float(rng.uniform(0.005, 0.03)))  # a person's pace, so polls land between keys
         elapsed = time.perf_counter() - t_start
         polls = app.model.version - ingested0
         edits: list[float] = []
         t_edits = time.perf_counter()
-        for i in range(100):
+        for i in range(SIZE.keys(100)):
             edits.append(await clock.press(pilot, "plus" if i % 2 == 0 else "minus", timeout=30.0))
             await asyncio.sleep(float(rng.uniform(0.005, 0.03)))
             if i >= 9 and time.perf_counter() - t_edits > EDIT_BUDGET_S:
@@ -157,11 +179,11 @@ async def traces_under_load(root: Path, run: Path) -> None:
         rate = stop_writer(writer, stop)
         clock.close()
         shown = bool(agreement.display and agreement.size.height)
-    print(f"ui_panel: traces screen, 100,000 traces, key press -> repainted frame while another process commits "
+    print(f"ui_panel: traces screen, {SIZE.traces:,} traces, key press -> repainted frame while another process commits "
           f"{rate:,.0f} metric rows/s and the poller ingests them ({polls} polls applied during {len(keys)} keys "
           f"in {elapsed:.1f} s): median "
           f"{pct(keys, 50) * 1000:.1f} ms, p99 {pct(keys, 99) * 1000:.1f} ms, max {max(keys) * 1000:.1f} ms "
           f"(target p99 <= 50 ms)")
-    print(f"ui_panel: score edit (+/-) -> repainted frame with the agreement panel open over {EDITED:,} human-edited "
+    print(f"ui_panel: score edit (+/-) -> repainted frame with the agreement panel open over {SIZE.edited:,} human-edited "
           f"traces, {len(edits)} edits: median {pct(edits, 50) * 1000:.1f} ms, p99 {pct(edits, 99) * 1000:.1f} ms, "
           f"max {max(edits) * 1000:.1f} ms (target p99 <= 30 ms); agreement panel shown: {shown}")

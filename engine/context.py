@@ -77,9 +77,11 @@ class StageContext:
         print(f"[{self.name}] {level}: {message}", flush=True)
         self.store.log(self.name, message, level)
 
-    def event(self, kind: str, message: str, **data: Any) -> None:
-        """A visible happening (backend chosen, fallback taken, estimate made): logged and listed in `aba status`."""
-        self.log(message, "warn" if kind == "fallback" else "info")
+    def event(self, kind: str, message: str, *, quiet: bool = False, **data: Any) -> None:
+        """A visible happening (backend chosen, fallback taken, estimate made): logged (unless quiet) and listed in
+        `aba status`."""
+        if not quiet:
+            self.log(message, "warn" if kind == "fallback" else "info")
         if self.primary:
             self.store.event(self.name, kind, message, data)
 

@@ -43,3 +43,48 @@ def inert(text: object, *, tab: int = TAB, oneline: bool = False) -> str:
     if oneline and "\n" in s:
         s = s.replace("\n", "\u23ce")
     return s
+
+
+def cut_middle(text: str, width: int) -> str:
+    """`text` in at most `width` cells, cut in the middle (`20260211…0-snap`): both ends of a run id or a name say
+    more than either end alone. Wide characters count as two cells."""
+    from rich.cells import cell_len
+
+    if width <= 0 or cell_len(text) <= width:
+        return text if width > 0 else ""
+    if width == 1:
+        return "…"
+    head_w = (width - 1 + 1) // 2
+    tail_w = width - 1 - head_w
+    head, tail = "", ""
+    for ch in text:
+        if cell_len(head + ch) > head_w:
+            break
+        head += ch
+    for ch in reversed(text):
+        if cell_len(ch + tail) > tail_w:
+            break
+        tail = ch + tail
+    return head + "…" + tail
+
+
+def cut_words(text: str, width: int) -> str:
+    """`text` in at most `width` cells, cut after a whole word with `…` (never mid-word unless one word is too long)."""
+    from rich.cells import cell_len
+
+    if cell_len(text) <= width:
+        return text
+    if width <= 1:
+        return "…"[:width]
+    out = ""
+    for word in text.split(" "):
+        candidate = f"{out} {word}" if out else word
+        if cell_len(candidate) > width - 1:
+            break
+        out = candidate
+    if not out:  # one word longer than the width: cut it
+        for ch in text:
+            if cell_len(out + ch) > width - 1:
+                break
+            out += ch
+    return out.rstrip(" ,;:") + "…"

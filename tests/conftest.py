@@ -13,12 +13,68 @@ DEMO = ROOT / "data" / "configs" / "demo.toml"
 sys.path.insert(0, str(ROOT))
 
 
+def _shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder every process of this test session sees: under pytest-xdist the workers' base temp folders share a
+    parent; without xdist, this session's own."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    path = root / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def _model_cache(tmp_path_factory):
-    """The tiny demo base is built once per test session, not once per test (ABA_TEST_MODEL_CACHE names a folder
-    kept across sessions instead: the build is keyed by seed and fingerprint, so a stale one is never reused)."""
+    """The tiny demo base is built once per test session, not once per test or per xdist worker
+    (ABA_TEST_MODEL_CACHE names a folder kept across sessions instead: the build is keyed by seed and fingerprint,
+    so a stale one is never reused). Under xdist the first worker builds the demo's base while the others wait on
+    a file lock, instead of every worker building it at the same time."""
     keep = os.environ.get("ABA_TEST_MODEL_CACHE")
-    return Path(keep) if keep else tmp_path_factory.mktemp("aba-cache")
+    cache = Path(keep) if keep else _shared_dir(tmp_path_factory, "aba-cache")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        from filelock import FileLock
+
+        from engine import config
+        from engine.models import loading as models
+
+        seed = config.load(DEMO).run.seed
+        with FileLock(str(cache) + ".lock"), pytest.MonkeyPatch.context() as mp:
+            mp.setenv("ABA_CACHE_DIR", str(cache))
+            models.materialize_demo_base("demo:tiny-qwen3", seed, tmp_path_factory.mktemp("prebuild") / "run" / "base")
+    return cache
+
+
+@pytest.fixture(scope="session")
+def demo_judged_run(tmp_path_factory, _model_cache):
+    """`aba demo --stages datagen,judge`, run once per test session (once across xdist workers, under a file lock):
+    (the CLI's CompletedProcess, the finished run folder). Tests that only read it use `copy_run` (or read it
+    readonly); a test that changes it works on its own copy."""
+    import json
+    import subprocess
+
+    from filelock import FileLock
+
+    root = _shared_dir(tmp_path_factory, "demo-judged")
+    with FileLock(str(root) + ".lock"):
+        done = root / "done.json"
+        if not done.exists():
+            proc = aba("demo", "--stages", "datagen,judge", env={"ABA_RUNS_DIR": str(root / "runs"),
+                       "ABA_CACHE_DIR": str(_model_cache), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+            done.write_text(json.dumps({"args": proc.args, "returncode": proc.returncode, "stdout": proc.stdout,
+                                        "stderr": proc.stderr}))
+        info = json.loads(done.read_text())
+    proc = subprocess.CompletedProcess(info["args"], info["returncode"], info["stdout"], info["stderr"])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    from engine.runner import supervisor as sup
+
+    return proc, sup.resolve_run(run_id_of(proc), root / "runs")
+
+
+def copy_run(run_dir: Path, runs: Path) -> Path:
+    """A finished run copied into a test's own runs folder (its database, WAL and all), same id."""
+    import shutil
+
+    return Path(shutil.copytree(run_dir, runs / run_dir.name))
 
 
 @pytest.fixture(autouse=True)

@@ -104,14 +104,15 @@ async def test_filter_and_sort(runs_dir):
             assert all(store.trace(i)["tier"] == "rejected" for i in table.ids)
         await pilot.press("slash", "ctrl+r")
         await _wait_for(pilot, lambda: len(table.ids) == 12)
+        by_id = list(table.ids)
         await pilot.press("o", "down", "down", "down", "enter")  # id, category, tier, weighted: best first
-        await _wait_for(pilot, lambda: screen.sort == "weighted")
-        await pilot.pause(0.3)
+        await _wait_for(pilot, lambda: screen.sort == "weighted" and table.ids != by_id)  # the sorted ids are in
         with RunStore(run / "run.db") as store:
             scores = [store.trace(i)["weighted"] for i in table.ids]
         assert scores == sorted(scores, reverse=True)
+        best_first = list(table.ids)
         await pilot.press("O")
-        await pilot.pause(0.3)
+        await _wait_for(pilot, lambda: not screen.descending and table.ids != best_first)
         with RunStore(run / "run.db") as store:
             assert [store.trace(i)["weighted"] for i in table.ids] == sorted(scores)
 
@@ -120,7 +121,7 @@ async def test_markup_in_traces_and_logs_shows_literally(runs_dir):
     run = make_fixture_run(runs_dir)
     app = make_app(run.name, runs_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.5)
+        await _wait_for(pilot, lambda: app.model.stages)
         await pilot.press("f4")
         table = app.screen.query_one(TraceTable)
         await _wait_for(pilot, lambda: len(table.ids) == 12)
@@ -177,7 +178,7 @@ async def test_real_grpo_stage_metrics_reach_training_screen(tmp_path, runs_dir)
         await _wait_for(pilot, done, timeout=240)
         assert app.model.stage("grpo").status == "succeeded", app.model.stage("grpo").reason
         await _wait_for(pilot, lambda: app.model.get("grpo", "reward") is not None and app.model.get("grpo", "reward").n >= 3)
-        await pilot.pause(0.5)
+        await _wait_for(pilot, lambda: len(chart.lines) == 10)  # the chart redraws on the next poll
         labels = [ln.label for ln in chart.lines]
         assert "reward" in labels and "ENT" in labels and len(labels) == 10
         assert all(app.model.get("grpo", f"rewards/{d}/mean") is not None for d in DIMENSIONS)
@@ -191,8 +192,10 @@ def test_snapshot(snap_compare, runs_dir, room):
     key = {"pipeline": "f2", "training": "f3", "traces": "f4"}[room]
 
     async def before(pilot):
-        await pilot.pause(0.8)
+        await _wait_for(pilot, lambda: bool(app.model.stages) and len(app.model.logs) > 0)
         await pilot.press(key)
-        await pilot.pause(0.5)
+        table = app.screen.query_one("#stages", DataTable)
+        await _wait_for(pilot, lambda: table.row_count == 4)
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 40), run_before=before)

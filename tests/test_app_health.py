@@ -9,6 +9,7 @@ from textual.widgets import DataTable, Static
 from app.app import make_app
 from app.widgets.chart import LineChart
 from app.widgets.health_strip import RuleChip
+from app.widgets.vram import VramPanel
 from engine.config.sections import HealthConfig
 from engine.dims import DIMENSIONS
 from engine.store import RunStore
@@ -59,7 +60,7 @@ async def test_health_strip_shows_each_rule_and_explains_on_focus(runs_dir):
     hacked_run(runs_dir)
     app = make_app(RUN, runs_dir)
     async with app.run_test(size=(160, 50)) as pilot:
-        await pilot.pause(0.5)
+        await _wait_for(pilot, lambda: app.model.events)
         await pilot.press("f3")
         chip = app.screen.query_one("#rule-length_hacking", RuleChip)
         await _wait_for(pilot, lambda: chip.state == "alarm")
@@ -84,7 +85,8 @@ async def test_a_rule_that_fires_now_is_notified_once(runs_dir):
     app = make_app(RUN, runs_dir)
     async with app.run_test(size=(160, 50)) as pilot:
         await _wait_for(pilot, lambda: any("length_hacking" in n.message for n in app._notifications))
-        await pilot.pause(0.5)
+        seen = app.model.version  # two more polls applied: a second notice would be up by now
+        await _wait_for(pilot, lambda: app.model.version >= seen + 2)
         assert [n.message for n in app._notifications if "length_hacking" in n.message] == \
             ["grpo step 25: length_hacking: mean length 30 -> 39 of 48 tokens, clipped 0.10 -> 0.55"]
 
@@ -93,8 +95,8 @@ async def test_old_fires_of_a_reattached_run_are_not_notified(runs_dir):
     hacked_run(runs_dir)
     app = make_app(RUN, runs_dir)
     async with app.run_test(size=(160, 50)) as pilot:
-        await _wait_for(pilot, lambda: app.model.events)
-        await pilot.pause(0.3)
+        seen = app.model.version  # the events are read and two more polls applied: a notice would be up by now
+        await _wait_for(pilot, lambda: app.model.version >= seen + 2)
         assert not any("length_hacking" in n.message for n in app._notifications)
 
 
@@ -102,7 +104,7 @@ async def test_click_on_the_reward_chart_opens_that_steps_completions(runs_dir):
     hacked_run(runs_dir)
     app = make_app(RUN, runs_dir)
     async with app.run_test(size=(160, 50)) as pilot:
-        await pilot.pause(0.5)
+        await _wait_for(pilot, lambda: app.model.get("grpo", "reward") is not None)
         await pilot.press("f3")
         chart = app.screen.query_one("#chart-reward", LineChart)
         await _wait_for(pilot, lambda: bool(chart.lines))
@@ -140,12 +142,20 @@ def test_training_snapshot_with_the_health_strip(snap_compare, runs_dir, monkeyp
     app = make_app(RUN, runs_dir)
 
     async def before(pilot):
-        await pilot.pause(0.8)
+        await _wait_for(pilot, lambda: app.model.events and app.model.get("grpo", "reward") is not None)
         await pilot.press("f3")
-        await pilot.pause(1.5)  # a host sample has arrived
+
+        def ready() -> bool:  # composed, the charts drawn (all 40 steps) and a host sample arrived
+            vram, chart = app.screen.query(VramPanel), app.screen.query("#chart-reward")
+            return bool(vram) and vram.first().border_title.startswith("RAM") and bool(chart) \
+                and bool(chart.first().lines) and len(chart.first().lines[0].steps) == 40
+
+        await _wait_for(pilot, ready)
         await pilot.press("h")
         for _ in range(6):
             await pilot.press("right")
-        await pilot.pause(0.3)
+        doctor = app.screen.query_one("#doctor-2", LineChart)
+        await _wait_for(pilot, lambda: bool(doctor.lines) and doctor.lines[0].values.size == 30)
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=(160, 50), run_before=before)

@@ -11,7 +11,7 @@ from engine.dims import DIMENSIONS
 from engine.evaluation.audit import degenerate_completions
 from engine.runner import supervisor as sup
 from engine.store import RunStore
-from tests.conftest import DEMO, aba, demo_variant, run_id_of
+from tests.conftest import aba, copy_run, demo_variant, run_id_of
 from tests.fake_openai import FakeOpenAI
 
 KINDS = {"empty", "colon", "thought_process", "prompt_echo", "refusal", "confident_wrong", "random_tokens"}
@@ -48,9 +48,10 @@ def test_degenerate_set_is_fixed_and_seeded():
     assert a["prompt_echo"] == "Why is the sky blue?"
 
 
-def test_heuristic_judge_audit_in_the_judge_stage(runs_dir):
-    proc = aba("run", str(DEMO), "--stages", "datagen,judge")
+def test_heuristic_judge_audit_in_the_judge_stage(runs_dir, demo_judged_run):
+    proc, run_dir = demo_judged_run  # the demo config's datagen and judge, run once per session
     assert proc.returncode == 0, proc.stderr[-2000:]
+    copy_run(run_dir, runs_dir)
     audit, health, events = _audit(run_id_of(proc), runs_dir)
     assert {k.split("/", 1)[1] for k in audit if k.startswith("degenerate/")} == KINDS
     summary = audit["summary"]

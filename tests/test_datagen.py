@@ -15,7 +15,7 @@ from engine.runner import supervisor as sup
 from engine.dims import DIMENSIONS, TIERS, equal_weights
 from engine.evaluation.agreement import judge_agreement, kendall_tau_b, spearman
 from engine.store import RunStore
-from tests.conftest import aba, demo_variant, run_id_of
+from tests.conftest import aba, copy_run, demo_variant, run_id_of
 from tests.fake_openai import FakeOpenAI
 
 
@@ -25,9 +25,10 @@ def _traces(run_id: str) -> list[dict]:
     return json.loads(proc.stdout)
 
 
-def test_offline_datagen_and_judge(tmp_path):
-    proc = aba("demo", "--stages", "datagen,judge")
+def test_offline_datagen_and_judge(demo_judged_run, runs_dir):
+    proc, run_dir = demo_judged_run  # `aba demo --stages datagen,judge`, once per session
     assert proc.returncode == 0, proc.stderr[-2000:]
+    copy_run(run_dir, runs_dir)
     rows = _traces(run_id_of(proc))
     assert {r["tier"] for r in rows} == set(TIERS)
     assert {r["category"] for r in rows} == {"safety", "complexity", "multi_turn", "conflict", "calibration"}
@@ -165,10 +166,9 @@ def test_bad_prompt_file_is_one_line(tmp_path):
     assert "conflict.jsonl:2:" in proc.stderr and "invalid JSON" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_review_edits_agreement_and_exports(tmp_path, runs_dir):
-    proc = aba("demo", "--stages", "datagen,judge")
-    run_id = run_id_of(proc)
-    run_dir = sup.resolve_run(run_id, runs_dir)
+def test_review_edits_agreement_and_exports(tmp_path, runs_dir, demo_judged_run):
+    run_dir = copy_run(demo_judged_run[1], runs_dir)  # this test's own copy: it edits scores
+    run_id = run_dir.name
     w = equal_weights()
     with RunStore(run_dir / "run.db") as store:
         ids = store.trace_ids()[:5]

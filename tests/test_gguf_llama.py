@@ -99,3 +99,30 @@ def test_llama_cpp_greedy_tokens_match_transformers(demo_base, tmp_path, qtype):
     for text in SAMPLES:  # llama.cpp's own tokenizer (qwen2 pre-tokenizer) agrees with transformers
         got = llama_check.run("tokenize", {"path": str(out), "text": text})
         assert got["ids"] == tok(text, add_special_tokens=False)["input_ids"], text
+
+
+@pytest.mark.skipif(not llama_check.available(), reason="llama-cpp-python is not installed")
+def test_a_llama_architecture_model_exports_and_llama_cpp_agrees(tmp_path):
+    """The export writes the `llama` architecture too (seed 003's Llama-2-7B-Chat, Dolphin 3.0's Llama 3.1): a tiny
+    random Llama with the demo tokenizer, its Q/K rows permuted as llama.cpp's converter does; llama.cpp's greedy
+    tokens on the GGUF equal transformers' on the folder."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from engine.evaluation.gguf import compare_with_llama_cpp, verify_gguf, write_gguf
+
+    tok = models.load_tokenizer("demo:tiny-qwen3")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6,
+                      bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=False)
+    torch.manual_seed(0)
+    folder = tmp_path / "tiny-llama"
+    LlamaForCausalLM(cfg).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    out = tmp_path / "llama.gguf"
+    write_gguf(folder, out, "F32")
+    assert verify_gguf(out, folder)["architecture"] == "llama"
+    same = compare_with_llama_cpp(out, folder, "Is it wise to trust a confident answer?", n_tokens=12)
+    assert "error" not in same, same
+    assert same["matching_prefix"] == same["compared"] > 0, same

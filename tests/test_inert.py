@@ -62,7 +62,7 @@ async def test_every_screen_draws_planted_sequences_inert(runs_dir):
     app = make_app(run.name, runs_dir)
     async with app.run_test(size=(160, 60)) as pilot:
         await _wait_for(pilot, lambda: any("log line" in r.message for r in app.model.logs))
-        await pilot.pause(0.3)
+        await _wait_for(pilot, lambda: "log line" in _screen_text(app))  # drawn on the pipeline screen
         seen = {}
         seen["pipeline"] = _screen_text(app)
         await pilot.press("f3")

@@ -51,10 +51,10 @@ async def test_sort_by_a_chosen_column_and_resort_after_edit(runs_dir):
         assert type(app.screen).__name__ == "SortPicker"
         for _ in range(4):  # id, category, tier, weighted, ENT
             await pilot.press("down")
+        by_id = list(table.ids)
         await pilot.press("enter")
-        await _wait_for(pilot, lambda: screen.sort == "entropy_reduction")
+        await _wait_for(pilot, lambda: screen.sort == "entropy_reduction" and table.ids != by_id)  # sorted ids in
         assert screen.descending  # scores: best first
-        await pilot.pause(0.3)
         with RunStore(run / "run.db") as store:
             ent = [store.trace(i)["effective"]["entropy_reduction"] for i in table.ids]
         assert ent == sorted(ent, reverse=True)
@@ -98,7 +98,8 @@ async def test_long_trace_opens_with_its_first_part_and_loads_the_rest(runs_dir)
         await pilot.press("f4")
         screen = app.screen
         await _wait_for(pilot, lambda: screen.view is not None and screen.view.trace["id"] == 1)
-        await pilot.pause(0.2)
+        await _wait_for(pilot, lambda: len(screen.query(".trace-chunk")) >= 1)
+        await pilot.pause()
         assert screen.view.lines > 5000 and len(screen.view.chunks) > 20
         assert 1 <= len(screen.query(".trace-chunk")) < 4  # only what the eye can reach is drawn
         await pilot.press("end")  # the whole trace
@@ -166,13 +167,15 @@ async def test_cancel_asks_first_and_the_modal_blocks_until_answered(tmp_path, r
             what = str(app.screen.what)
             assert "smoke" in what and "checkpoint" in what and "eval" in what and "will not start" in what
             await pilot.press("enter", "c", "s", "k")  # no other key answers it, nor reaches the screens below
-            await pilot.pause(1.0)
+            seen = app.model.version  # two more polls of the run: a cancel that got through would show by now
+            await _wait_for(pilot, lambda: app.model.version >= seen + 2)
             assert isinstance(app.screen, ConfirmScreen) and len(app.screen_stack) == 2
             with RunStore(run_dir / "run.db") as store:
                 assert store.stage("smoke").status == "running" and not store.cancel_requested("smoke")
             await pilot.press("n")
             assert not isinstance(app.screen, ConfirmScreen)
-            await pilot.pause(0.5)
+            seen = app.model.version
+            await _wait_for(pilot, lambda: app.model.version >= seen + 2)
             with RunStore(run_dir / "run.db") as store:
                 assert not store.cancel_requested("smoke")
             await pilot.press("c", "y")
@@ -220,7 +223,8 @@ async def test_start_any_stage_even_one_not_in_the_run_and_rerun_asks(tmp_path, 
         await pilot.press("enter")
         assert isinstance(app.screen, ConfirmScreen) and "Re-run smoke" in app.screen.title_
         await pilot.press("n")
-        await pilot.pause(0.5)
+        seen = app.model.version  # two more polls of the run: a second attempt would show by now
+        await _wait_for(pilot, lambda: app.model.version >= seen + 2)
         assert app.model.stage("smoke").attempts == 1
 
 
@@ -254,7 +258,9 @@ async def test_reads_run_in_workers_and_agreement_is_debounced_on_the_edited_dim
         calls.clear()
         await pilot.press("a", "right_square_bracket", "plus", "plus", "plus")  # three quick edits of CAL
         await _wait_for(pilot, lambda: bool(calls))
-        await pilot.pause(1.0)
+        # The debounce timer fired and its result is in, nothing pending: a second computation cannot follow.
+        await _wait_for(pilot, lambda: screen._agreement.get(DIMENSIONS[1], {}).get("n") == 1 and not screen._agreement_dims)
+        await pilot.pause()
         assert calls == [(False, [DIMENSIONS[1]])]  # once, for the edited dimension only
         assert screen._agreement[DIMENSIONS[1]]["n"] == 1 and screen.query_one("#agreement").display
 

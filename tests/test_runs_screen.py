@@ -64,7 +64,7 @@ def make_three_runs(root):
 
 def _table_ids(app) -> list[str]:
     table = app.screen.query_one("#runs", DataTable)
-    return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+    return [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
 
 
 async def test_runs_table_summaries_sort_and_compare(runs_dir):
@@ -72,18 +72,19 @@ async def test_runs_table_summaries_sort_and_compare(runs_dir):
     app = make_app(None, runs_dir)
     async with app.run_test(size=(160, 50)) as pilot:
         await pilot.press("f5")
-        await pilot.pause(0.8)
+        await wait_for(pilot, lambda: len(_table_ids(app)) == 3)
         assert _table_ids(app) == [C, B, A]  # newest first
         table = app.screen.query_one("#runs", DataTable)
         row_b = table.get_row_at(1)
-        assert str(row_b[2]) == "demo grpo.learning_rate=5e-05" and str(row_b[-1]) == "3/5" and str(row_b[-2]).startswith("1012")
-        assert str(table.get_row_at(0)[3]) == f"run {A}"
+        # The default name is cut in the middle (both ends kept), the metric columns come before the wordy ones.
+        assert str(row_b[2]) == " demo grp…e=5e-05" and str(row_b[-3]) == " 3/5" and str(row_b[-4]).startswith(" 1012±")
+        assert str(table.get_row_at(0)[-1]) == f" run {A}"
         for _ in range(5):  # sort by the GRPO reward column: B (the better reward) first, C (no GRPO) last
             await pilot.press("o")
-        await pilot.pause(0.2)
-        assert _table_ids(app) == [B, A, C]
+        await wait_for(pilot, lambda: _table_ids(app) == [B, A, C])
         await pilot.press("space", "down", "space")
-        await wait_for(pilot, lambda: app.screen.compare_view is not None)
+        chart = app.screen.query_one("#compare-chart", LineChart)
+        await wait_for(pilot, lambda: app.screen.compare_view is not None and len(chart.lines) == 2)
         console = Console(width=150, record=True)
         console.print(app.screen.compare_view)
         diff = console.export_text()
@@ -92,7 +93,6 @@ async def test_runs_table_summaries_sort_and_compare(runs_dir):
         assert select.value == "grpo/reward"
         assert app.screen.offered_keys == sorted({"grpo/reward", "grpo/loss", "grpo/kl", "sft/loss",
                                                   *[f"grpo/rewards/{d}/mean" for d in DIMENSIONS]})
-        chart = app.screen.query_one("#compare-chart", LineChart)
         assert [line.label for line in chart.lines] == [B, A]
         select.value = "sft/loss"  # a key only one of them has: one line, no "waiting for data"
         await wait_for(pilot, lambda: app.screen.metric_key == "sft/loss" and len(chart.lines) == 2
@@ -106,11 +106,11 @@ def test_snapshot_runs_screen_three_runs(snap_compare, runs_dir, marked):
     app = make_app(None, runs_dir)
 
     async def before(pilot):
-        await pilot.pause(0.5)
         await pilot.press("f5")
-        await pilot.pause(0.8)
+        await wait_for(pilot, lambda: len(_table_ids(app)) == 3)
         await pilot.press("down", "space", "down", "space")
-        await pilot.pause(1.5)
+        chart = app.screen.query_one("#compare-chart", LineChart)
+        await wait_for(pilot, lambda: len(chart.lines) == 2 and app.screen.compare_view is not None)
 
     assert snap_compare(app, terminal_size=(150, 48), run_before=before)
 
@@ -127,17 +127,15 @@ async def test_new_run_dialog_takes_data_from_a_run_and_a_name(tmp_path, runs_di
     app = make_app(None, runs_dir, cfg)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("n")
-        await pilot.pause(0.8)
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "NewRunScreen")
         dialog = app.screen
-        dialog.query_one("#newrun-data", Select).value = A  # offered: runs that have traces
+        select = dialog.query_one("#newrun-data", Select)
+        await wait_for(pilot, lambda: any(value == A for _, value in select._options))  # offered once read
+        select.value = A  # offered: runs that have traces
         dialog.query_one("#newrun-name", Input).value = "weights v2"
         dialog.query_one("#newrun-name", Input).focus()
         await pilot.press("enter")
-        for _ in range(100):  # the panel opens the new run once it is created
-            await pilot.pause(0.1)
-            if app.model.run_dir is not None:
-                break
-        await pilot.pause(0.5)
+        await wait_for(pilot, lambda: app.model.run_dir is not None)  # the panel opens the new run once created
     new = [d for d in sup.list_run_dirs(runs_dir) if d.name != A]
     assert len(new) == 1 and app.model.run_dir == new[0]
     sup.wait(new[0], timeout_s=60)

@@ -66,8 +66,7 @@ async def test_eval_and_commitment_screens_read_in_workers(runs_dir, monkeypatch
         assert [str(sweep.get_row_at(i)[0]) for i in range(2)] == ["1", "baseline"]
         await pilot.press("m")  # another metric: redrawn from the cells in hand, no read
         n = len(threads)
-        await pilot.pause(0.2)
-        assert "perplexity" in app.screen.query_one("#sweep-title", Static).render().plain
+        await _wait_for(pilot, lambda: "perplexity" in app.screen.query_one("#sweep-title", Static).render().plain)
         assert len(threads) == n
     assert threads and set(threads) == {"worker"}, threads
 

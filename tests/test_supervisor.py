@@ -111,7 +111,10 @@ def test_cancel_then_resume_continues_from_checkpoint(tmp_path, busy_env, runs_d
     cfg = write_config(tmp_path, CFG)
     run_dir = sup.start(cfg, runs_dir)
     _wait_status(run_dir, "smoke", {"running"})
-    time.sleep(1.0)
+    with RunStore(run_dir / "run.db") as store:  # some steps done (20 metric rows a step), far from the 400th
+        deadline = time.monotonic() + 30
+        while store.last_metric_id() < 20 * 20 and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert sup.cancel(run_dir, grace_s=10) == ["smoke"]
     row = _wait_status(run_dir, "smoke", {"cancelled"})
     assert "checkpoint saved" in row.reason

@@ -11,7 +11,6 @@ from engine import config
 from engine.models import loading as models
 from engine.runner import supervisor as sup
 from engine.dims import DIMENSIONS
-from engine.errors import UserError
 from engine.store import RunStore
 from tests.conftest import DEMO, aba, demo_variant, run_id_of
 
@@ -85,9 +84,7 @@ def test_backend_choice_on_cpu():
     cfg = config.load(DEMO)
     b = models.pick_backend(cfg)
     assert b.name == "standard" and "no CUDA device" in b.reason and not b.quantized
-    cfg.model.backend = "unsloth"
-    with pytest.raises(UserError, match="unsloth"):
-        models.pick_backend(cfg)
+    cfg.model.backend = "unsloth"  # not picked here: that imports unsloth (tests/test_stack_cpu.py runs it in workers)
     assert models.pick_backend(cfg, force_standard=True).name == "standard"
 
 

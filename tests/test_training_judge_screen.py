@@ -20,7 +20,7 @@ async def test_judge_failures_are_on_the_training_screen(runs_dir):
         s.add_metric_rows(rows)
     app = make_app(run.name, runs_dir)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.5)
+        await _wait_for(pilot, lambda: app.model.get("grpo", "judge/calls") is not None)
         await pilot.press("f3")
         chart = app.screen.query_one("#chart-judge", LineChart)
         await _wait_for(pilot, lambda: chart.display and len(chart.lines) == 3)

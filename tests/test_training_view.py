@@ -11,6 +11,8 @@ import pytest
 
 from app.app import make_app
 from app.widgets.chart import PALETTE, Line, LineChart, is_flat
+from app.widgets.trace_table import TraceTable
+from app.widgets.vram import VramPanel
 from engine.dims import DIMENSIONS, SHORT
 from engine.progress import EtaMeter, eta_left, progress_cell
 from engine.store import RunStore
@@ -137,9 +139,20 @@ def test_snapshot_sizes(snap_compare, runs_dir, monkeypatch, room, size):
     key = {"training": "f3", "traces": "f4"}[room]
 
     async def before(pilot):
-        await pilot.pause(0.8)
+        await _wait_for(pilot, lambda: bool(app.model.stages) and app.model.get("grpo", "reward") is not None)
         await pilot.press(key)
-        await pilot.pause(1.5)  # a host sample has arrived
+        if room == "training":  # composed, the charts drawn (all 40 steps) and a host sample arrived
+            def ready() -> bool:
+                vram, chart = app.screen.query(VramPanel), app.screen.query("#chart-reward")
+                return bool(vram) and vram.first().border_title.startswith("RAM") and bool(chart) \
+                    and bool(chart.first().lines) and len(chart.first().lines[0].steps) == 40
+        else:  # composed, the ids read and the first trace drawn
+            def ready() -> bool:
+                table = app.screen.query(TraceTable)
+                return bool(table) and len(table.first().ids) == 12 and app.screen.view is not None \
+                    and bool(app.screen.query(".trace-chunk"))
+        await _wait_for(pilot, ready)
+        await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=before)
 

@@ -49,7 +49,7 @@ class CommitmentScreen(ReadingScreen):
             yield Static(id="sweep-title")
             yield DataTable(id="sweep", cursor_type="cell")
             yield VerticalScroll(Static(id="sweep-samples-text"), id="sweep-samples")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # q and ? stay on at 80 columns (ctrl+p: palette)
 
     def on_screen_resume(self) -> None:  # also the first time the screen is shown
         self.action_reload()

@@ -14,6 +14,7 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Static
 
+from app.failures import ReportsFailures
 from engine.dims import DIMENSIONS, SHORT
 from engine.store import RunStore
 from engine.text import inert
@@ -32,7 +33,7 @@ def _f(v, digits: int = 2) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
-class CompletionsScreen(ModalScreen[None]):
+class CompletionsScreen(ReportsFailures, ModalScreen[None]):
     """Opened from the Training screen (c, or a click on the reward chart); [ and ] step through sampled steps."""
 
     BINDINGS = [Binding("escape,q", "dismiss", "Close"), Binding("left_square_bracket", "move(-1)", "Previous step"),

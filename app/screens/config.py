@@ -13,6 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Select, Static, TextArea
 
+from app.failures import ReportsFailures
 from engine import config as config_mod
 from engine.errors import UserError
 
@@ -67,7 +68,7 @@ class NewRun:
 GENERATE = "generate"
 
 
-class NewRunScreen(ModalScreen[NewRun | None]):
+class NewRunScreen(ReportsFailures, ModalScreen[NewRun | None]):
     """Pick the config file a new run starts from, its data source (generate, another run, a file) and its name."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel")]

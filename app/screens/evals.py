@@ -51,7 +51,7 @@ class EvalScreen(ReadingScreen):
                 yield Static(id="checklist")
                 yield Static(id="export-status")
                 yield ProgressBar(id="export-progress", show_eta=False)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # q and ? stay on at 80 columns (ctrl+p: palette)
 
     def on_screen_resume(self) -> None:  # also the first time the screen is shown
         self.action_reload()

@@ -16,7 +16,7 @@ quit with q and they keep going; `aba-tui RUN_ID` reattaches with the whole hist
 Text from models, judges and logs is shown inert: a control character appears as a symbol (ESC as ␛).
 
 Every screen (one meaning per key; each question names what will happen, y answers yes, n or Esc no)
-  F2 pipeline    F3 training    F4 traces    F5 runs    F6 eval    F7 commitment
+  F2 pipeline    F3 training    F4 traces    F5 runs    F6 eval    F7 commitment    F8 playground
   n new run (asks first while a run is live)     s start any stage of the pipeline (asks before a re-run)
   c cancel running and pending stages (asks)     r resume what did not succeed (asks)
   k skip a stage (asks)    e view/edit the config    ? or F1 this help    ctrl+p every action    q quit
@@ -47,6 +47,12 @@ Eval
 
 Commitment
   arrows choose a cell: its samples below    d next metric    f refresh    s start the commitment stage
+
+Playground (the models run in a worker process of their own; every answer is judged and kept in the run)
+  type a question, enter: every chosen model answers side by side; the next question follows up (ctrl+n: anew)
+  esc cancel the answer    ctrl+o models and settings    ctrl+t thinking on/off    ctrl+y fold the thinking
+  ctrl+b battery prompts    ctrl+l the history (enter: show a kept turn)
+  ctrl+h keep the question as a held-out prompt    ctrl+g as a battery test (eval picks both up)
 """
 
 

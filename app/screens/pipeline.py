@@ -13,8 +13,9 @@ from textual.widgets import DataTable, Footer, Header, RichLog, Static
 
 from app.run_model import RunModel
 from engine.progress import duration, progress_cell
-from engine.text import inert
 from engine.registry import STAGES
+from engine.runner import supervisor as sup
+from engine.text import cut_words, inert
 
 STATUS_STYLE = {"succeeded": "green", "failed": "red", "crashed": "bold red", "cancelled": "yellow",
                 "running": "bold cyan", "pending": "dim", "skipped": "dim italic"}
@@ -25,21 +26,22 @@ def _elapsed(started: float | None, ended: float | None) -> str:
     return duration((ended or time.time()) - started) if started else ""
 
 
-def _reason(s) -> Text:
-    """Why a stage ended; while it runs, what it is doing (its progress label: e.g. building the demo model)."""
+def _reason(s, width: int) -> Text:
+    """Why a stage ended; while it runs, what it is doing (its progress label: e.g. building the demo model).
+    Cut after a whole word to the width left on screen (the whole reason is in the log pane and `aba status`)."""
     if s.status == "running" and s.progress_label:
-        return Text(inert(s.progress_label, oneline=True), style="dim")
-    return Text(inert(s.reason or "", oneline=True))
+        return Text(cut_words(inert(s.progress_label, oneline=True), width), style="dim")
+    return Text(cut_words(inert(s.reason or "", oneline=True), width))
 
 
 class PipelineScreen(Screen):
     # The run-control keys (n s c r k e) are the app's, the same on every screen; here they act on the selected row.
     BINDINGS = [
-        Binding("n", "app.new_run", "new run"),
-        Binding("s", "app.start_stage", "start…"),
-        Binding("c", "app.cancel", "cancel…"),
-        Binding("r", "app.resume_run", "resume…"),
-        Binding("k", "app.skip", "skip…"),
+        Binding("n", "app.new_run", "new"),
+        Binding("s", "app.start_stage", "start"),
+        Binding("c", "app.cancel", "cancel"),
+        Binding("r", "app.resume_run", "resume"),
+        Binding("k", "app.skip", "skip"),
         Binding("e", "app.edit_config", "config"),
     ]
 
@@ -49,7 +51,7 @@ class PipelineScreen(Screen):
             yield Static(id="run-title")
             yield DataTable(id="stages", cursor_type="row", zebra_stripes=True)
             yield RichLog(id="pipeline-log", markup=False, highlight=False, wrap=True, max_lines=500)
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # q and ? stay on at 80 columns (ctrl+p: palette)
 
     def on_mount(self) -> None:
         table = self.query_one("#stages", DataTable)
@@ -78,7 +80,9 @@ class PipelineScreen(Screen):
                               "No run open. Press F5 to open one, or n to start one from a config file.", style="bold"))
         else:
             running = [s.name for s in model.stages if s.status == "running"]
-            state = f"running {', '.join(running)}" if running else "idle"
+            state = sup.run_state(model.stages)  # the word `aba status` and `aba runs` use
+            if running:
+                state = f"running {', '.join(running)}"
             title.update(Text(f"run {model.run_dir.name}   {state}   (reattach any time: aba-tui {model.run_dir.name})", style="bold"))
         table = self.query_one("#stages", DataTable)
         keep = table.cursor_row
@@ -87,6 +91,9 @@ class PipelineScreen(Screen):
             if e.kind == "fallback":
                 fallbacks[e.stage] = fallbacks.get(e.stage, 0) + 1
         rows = model.stages or []
+        # The other columns' widths (with their padding), as last drawn: the rest of the screen goes to the reason.
+        used = sum(c.get_render_width(table) for c in list(table.columns.values())[:-1])
+        reason_w = max(self.size.width - used - 4, 24)
         table.clear()
         if rows:
             for s in rows:
@@ -95,7 +102,7 @@ class PipelineScreen(Screen):
                 prog = progress_cell(s.status, s.progress, s.progress_total, getattr(app, "etas", {}).get(s.name))
                 table.add_row(
                     s.name, Text(s.status, style=STATUS_STYLE.get(s.status, "")), str(s.attempts),
-                    _elapsed(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), _reason(s),
+                    _elapsed(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), _reason(s, reason_w),
                     key=s.name,
                 )
         elif model.problem and model.run_dir is not None:  # never "not started" for a run that cannot be read

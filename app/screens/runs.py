@@ -15,16 +15,23 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Select, Static
 
+from app.failures import ReportsFailures
 from app.widgets.chart import PALETTE, Line, LineChart
 from engine.dims import DIMENSIONS, SHORT
 from engine.progress import duration
 from engine.runner import supervisor as sup
 from engine.text import inert
 
+from engine.text import cut_middle, inert
+
 STATUS_MARK = {"succeeded": "✓", "failed": "✗", "crashed": "✗", "running": "▶", "pending": "·", "cancelled": "⊘",
                "skipped": "-"}
-COLUMNS = ["", "run", "name", "data", "stages", "time", "SFT loss", "reward", *[SHORT[d] for d in DIMENSIONS],
-           "rating", "check"]
+# The metric columns come right after the run and its name, so they stay on screen at 120 columns (80: scroll);
+# the stages and the data source, long and wordy, go last. The id and name are cut in the middle to fit.
+COLUMNS = ["", "run", "name", "time", "SFT loss", "reward", *[SHORT[d] for d in DIMENSIONS], "rating", "check",
+           "stages", "data"]
+FIRST_METRIC, LAST_METRIC, STAGES_COLUMN = 3, 3 + 2 + len(DIMENSIONS) + 2, 5 + len(DIMENSIONS) + 2 + 1
+ID_W, NAME_W = 15, 16
 
 
 def _num(v: float | None, fmt: str = "{:.4f}") -> str:
@@ -33,18 +40,25 @@ def _num(v: float | None, fmt: str = "{:.4f}") -> str:
 
 def _sort_value(row: dict[str, Any], column: int) -> Any:
     """What a column sorts by: numbers as numbers, the run id (newest first) for the rest."""
-    values = [None, row["id"], row["name"], row["data"], None, row["duration_s"], row["sft_loss"], row["grpo_reward"],
-              *[row["grpo_components"][d] for d in DIMENSIONS], (row["rating"] or {}).get("rating"), row["checklist_passed"]]
+    values = [None, row["id"], row["name"], row["duration_s"], row["sft_loss"], row["grpo_reward"],
+              *[row["grpo_components"][d] for d in DIMENSIONS], (row["rating"] or {}).get("rating"), row["checklist_passed"],
+              None, row["data"]]
     return values[column]
 
 
 def load_summaries(root: Path) -> list[dict[str, Any]]:
     from engine.reporting.compare import summary_or_damage
+    from engine.sweep.queue import positions
+    from engine.sweep.sweeps import membership
 
+    queued = positions(root)  # run id -> "queued #N" / "running": the queue's order, shown in the stages column
     out = []
     for path in sup.list_run_dirs(root):
         try:
             row = summary_or_damage(path)  # a damaged database is a row that says so, never left out
+            if row is not None:
+                sweep = membership(path)
+                row = row | {"queue": queued.get(path.name, ""), "sweep": sweep["sweep"] if sweep else ""}
         except Exception:  # noqa: BLE001 - a run being created: never crash the list
             continue
         if row is not None:
@@ -52,7 +66,7 @@ def load_summaries(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-class RunsScreen(Screen):
+class RunsScreen(ReportsFailures, Screen):
     BINDINGS = [
         Binding("enter", "open_run", "Open"),
         Binding("space", "mark", "Mark to compare"),
@@ -74,16 +88,16 @@ class RunsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical():
-            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+            yield DataTable(id="runs", cursor_type="row", zebra_stripes=True, cell_padding=0)
             with Horizontal(id="compare-pane"):
                 yield Static(Text("Mark two or more runs with space to compare them."), id="compare-diff")
                 with Vertical(id="compare-right"):
                     yield Select([], prompt="metric to overlay", id="compare-key", allow_blank=True)
                     yield LineChart("marked runs overlaid", id="compare-chart")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # q and ? stay on at 80 columns (ctrl+p: palette)
 
     def on_mount(self) -> None:
-        self.query_one("#runs", DataTable).add_columns(*COLUMNS)
+        self.query_one("#runs", DataTable).add_columns(*[f" {c}" for c in COLUMNS])  # cell_padding 0: one space each
         self.action_reload()
 
     def on_screen_resume(self) -> None:
@@ -112,14 +126,17 @@ class RunsScreen(Screen):
         have.sort(key=lambda r: _sort_value(r, self.sort_column), reverse=self.descending)
         for r in have + lack:  # runs without the value go last whichever way the sort runs
             rating = r["rating"]
+            numbers = [duration(r["duration_s"]), _num(r["sft_loss"]), _num(r["grpo_reward"]),
+                       *[_num(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
+                       f"{rating['rating']:.0f}±{(rating['hi'] - rating['lo']) / 2:.0f}" if rating else "",
+                       f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else ""]
             table.add_row(
-                "●" if r["id"] in self.marked else "", r["id"],
-                Text(inert(r["name"], oneline=True), style="bold red" if r.get("damaged") else ""), Text(r["data"]),
-                Text(" ".join(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())),
-                duration(r["duration_s"]), _num(r["sft_loss"]), _num(r["grpo_reward"]),
-                *[_num(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
-                f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
-                f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else "",
+                "●" if r["id"] in self.marked else "", Text(" " + cut_middle(r["id"], ID_W)),
+                Text(" " + cut_middle(inert(r["name"], oneline=True), NAME_W), style="bold red" if r.get("damaged") else ""),
+                *[Text(" " + v, justify="right") for v in numbers],
+                Text(" " + " ".join([*([f"[{r['queue']}]"] if r.get("queue") else []),  # the queue's order
+                                     *(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())])),
+                Text(" " + inert(r["data"], oneline=True)),
                 key=r["id"],
             )
         if table.row_count:
@@ -127,9 +144,9 @@ class RunsScreen(Screen):
 
     def action_sort(self) -> None:
         self.sort_column = self.sort_column + 1 if self.sort_column + 1 < len(COLUMNS) else 1
-        if self.sort_column == 4:  # the stages column has no order
-            self.sort_column = 5
-        self.descending = self.sort_column >= 5  # numbers: largest first
+        if self.sort_column == STAGES_COLUMN:  # the stages column has no order
+            self.sort_column += 1
+        self.descending = FIRST_METRIC <= self.sort_column <= LAST_METRIC  # numbers: largest first
         self.notify(f"sorted by {COLUMNS[self.sort_column]}", timeout=1.5)
         self._render_table()
 
@@ -138,19 +155,19 @@ class RunsScreen(Screen):
         self._render_table()
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
-        if event.column_index in (0, 4):
+        if event.column_index in (0, STAGES_COLUMN):
             return
         if event.column_index == self.sort_column:
             self.descending = not self.descending
         else:
-            self.sort_column, self.descending = event.column_index, event.column_index >= 5
+            self.sort_column, self.descending = event.column_index, FIRST_METRIC <= event.column_index <= LAST_METRIC
         self._render_table()
 
     def _selected(self) -> str | None:
         table = self.query_one("#runs", DataTable)
         if not table.row_count:
             return None
-        return str(table.get_row_at(table.cursor_row)[1])
+        return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value  # the whole id (the cell may be cut)
 
     def _path(self, run_id: str) -> Path:
         return next(r["path"] for r in self.rows if r["id"] == run_id)

@@ -19,6 +19,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from app.failures import ReportsFailures
 from app.screens.trace_agreement import AgreementPane
 from app.screens.trace_detail import DetailScroll, EditDone, IdsLoaded, TraceLoaded, TraceView, make_view, scores_table
 from app.screens.trace_dialogs import Filters, FilterScreen, ScoreInput, SortPicker
@@ -29,19 +30,19 @@ from engine.store import RunStore, open_for_edits, write_failure
 from engine.text import inert
 
 
-class TracesScreen(AgreementPane, Screen):
+class TracesScreen(ReportsFailures, AgreementPane, Screen):
     BINDINGS = [
         Binding("escape", "focus_table", "Table", show=False),
         Binding("left_square_bracket", "dim(-1)", "prev dim", show=False),
         Binding("right_square_bracket", "dim(1)", "dim", key_display="[ ]"),
         Binding("plus,equals_sign", "nudge(0.1)", "score ±0.1", key_display="+/-"),
         Binding("minus", "nudge(-0.1)", "score -0.1", show=False),
-        Binding("enter", "set_score", "type score"),
-        Binding("x", "reset_score", "judge's score"),
+        Binding("enter", "set_score", "type"),
+        Binding("x", "reset_score", "judge's score", show=False),
         Binding("u", "undo", "undo"),
-        Binding("v", "toggle_reviewed", "reviewed"),
+        Binding("v", "toggle_reviewed", "reviewed", show=False),
         Binding("g", "next_unreviewed", "next unreviewed", show=False),
-        Binding("o", "pick_sort", "sort"),
+        Binding("o", "pick_sort", "sort", show=False),
         Binding("O", "reverse_sort", "reverse sort", show=False),
         Binding("slash", "filters", "filter"),
         Binding("a", "toggle_agreement", "agreement", show=False),
@@ -73,7 +74,7 @@ class TracesScreen(AgreementPane, Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="trace-filterbar")
-        with Horizontal():
+        with Horizontal(id="trace-main"):
             with Vertical(id="trace-left"):
                 yield Static(Text(legend(), style="dim"), id="trace-legend")
                 yield TraceTable(id="trace-table")
@@ -84,7 +85,7 @@ class TracesScreen(AgreementPane, Screen):
                 yield Static(id="trace-scores")
                 yield Vertical(id="trace-body")
                 yield Static(id="trace-more")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # q and ? stay on at 80 columns (ctrl+p: palette)
 
     def on_mount(self) -> None:
         self.query_one("#agreement").display = False

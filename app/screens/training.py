@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, RichLog, Static
 
 from app.run_model import RunModel
+from app.failures import ReportsFailures
 from app.widgets.quiet import update_if_changed
 from app.widgets.chart import PALETTE, Line, LineChart
 from app.widgets.health_strip import DoctorCharts, HealthStrip, step_at
@@ -32,16 +33,19 @@ HOST_SAMPLE_S = 1.0
 CHART_EVERY_S = 0.25  # live charts at 4 Hz: a poll (0.2 s) plus this stays under the 500 ms commit-to-screen target
 
 
-class TrainingScreen(Screen):
+class TrainingScreen(ReportsFailures, Screen):
     BINDINGS = [
-        Binding("tab", "next_stage(1)", "next stage", priority=True),
+        Binding("tab", "next_stage(1)", "stage", priority=True),
         Binding("shift+tab", "next_stage(-1)", "prev stage", show=False, priority=True),
-        Binding("m", "toggle_multiples", "one chart/multiples"),
-        Binding("t", "toggle_smooth", "EMA trend"),
+        Binding("m", "toggle_multiples", "multiples"),
+        Binding("t", "toggle_smooth", "EMA"),
         Binding("0", "toggle_total", "total", show=False),
         *[Binding(str(i + 1), f"toggle_dim({i})", f"toggle {SHORT[d]}", show=False) for i, d in enumerate(DIMENSIONS)],
         Binding("l", "completions", "completions"),
         Binding("h", "focus_health", "health", show=False),
+        # grpo-dims trains one LoRA per dimension: [ ] pick whose charts are shown (the same keys as on Traces)
+        Binding("right_square_bracket", "dim(1)", "dimension", show=False, key_display="]"),
+        Binding("left_square_bracket", "dim(-1)", "prev dimension", show=False, key_display="["),
     ]
 
     def __init__(self) -> None:
@@ -57,12 +61,14 @@ class TrainingScreen(Screen):
         self._last_running: str | None = None
         self._charts_at = 0.0
         self._catch_up = None
+        self.prefix = ""  # grpo-dims: the dimension whose LoRA is charted ("entropy_reduction/"); "" elsewhere
+        self.prefix_pinned = False  # chosen with d; otherwise the dimension training now
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="training-title")
         yield HealthStrip(id="health-strip")
-        with Horizontal():
+        with Horizontal(id="training-main"):
             with VerticalScroll(id="training-charts"):
                 yield LineChart("reward", id="chart-reward")
                 yield LineChart("judge", id="chart-judge")
@@ -73,7 +79,7 @@ class TrainingScreen(Screen):
                 yield VramPanel(id="vram")
                 yield Static(id="samples")
                 yield RichLog(id="training-log", markup=False, wrap=True, max_lines=300, min_width=20)  # wrap to the pane
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)  # q and ? stay on at 80 columns (ctrl+p: palette)
 
     def on_mount(self) -> None:
         self.query_one("#dim-grid").display = False
@@ -84,6 +90,10 @@ class TrainingScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self.update_from(self.app.model, force=True)  # type: ignore[attr-defined]
+
+    def on_resize(self) -> None:
+        if self.query("#training-title"):  # the header's hints fit the new width
+            update_if_changed(self.query_one("#training-title", Static), self._title(self.app.model))  # type: ignore[attr-defined]
 
     # -- which stage: those of the run that train; the running one unless the user chose -----------
 
@@ -104,8 +114,25 @@ class TrainingScreen(Screen):
         if target != self.stage:
             self._switch(target)
 
+    def prefixes(self, model: RunModel) -> list[str]:
+        """The per-dimension metric prefixes of the stage shown, in the order they started (grpo-dims), else []."""
+        out: dict[str, None] = {}
+        for stage, key in model.series:  # insertion order: the order the rows arrived
+            head = key.split("/", 1)[0]
+            if stage == self.stage and head in DIMENSIONS and "/" in key:
+                out[head + "/"] = None
+        return list(out)
+
+    def _pick_prefix(self, model: RunModel) -> None:
+        prefixes = self.prefixes(model)
+        if not prefixes:
+            self.prefix = ""
+        elif not self.prefix_pinned or self.prefix not in prefixes:
+            self.prefix = prefixes[-1]  # the dimension training now (they train one after another)
+
     def _switch(self, stage: str) -> None:
         self.stage = stage
+        self.prefix, self.prefix_pinned = "", False
         self.query_one("#training-log", RichLog).clear()
         self._last_log = 0
         self.query_one(VramPanel).reset()
@@ -113,7 +140,7 @@ class TrainingScreen(Screen):
     # -- drawing ------------------------------------------------------------------------------------
 
     def _line(self, model: RunModel, key: str, label: str, color: str, bold: bool = False) -> Line | None:
-        s = model.get(self.stage, key)
+        s = model.get(self.stage, self.prefix + key)
         if s is None or not s.n:
             return None
         steps, values = s.view(self.smooth)
@@ -136,9 +163,18 @@ class TrainingScreen(Screen):
             eta = getattr(self.app, "etas", {}).get(self.stage)
             title.append(f"{row.status} ", style="bold")
             title.append(progress_cell(row.status, row.progress, row.progress_total, eta))
-        title.append("   following the running stage" if self.follow else "   pinned (tab: next stage)", style="dim")
-        title.append(f"   t: EMA {'on' if self.smooth else 'off'}   m: {'multiples' if self.multiples else 'one chart'}"
-                     "   0-9: total/components", style="dim")
+        if self.prefix:
+            title.append(f"  {self.prefix.rstrip('/')}", style="bold")
+            title.append(" ([ ]: dimension)", style="dim")
+        # The hints go as far as the line allows: the header stays one line at any width (? lists every key).
+        room = self.size.width - 2 - title.cell_len
+        for hint in ("  following" if self.follow else "  pinned (tab)", f"  t: EMA {'on' if self.smooth else 'off'}",
+                     f"  m: {'multiples' if self.multiples else 'one chart'}", "  0-9: lines"):
+            if len(hint) > room:
+                break
+            title.append(hint, style="dim")
+            room -= len(hint)
+        title.truncate(max(self.size.width - 2, 20), overflow="ellipsis")
         return title
 
     def update_from(self, model: RunModel, force: bool = False) -> None:
@@ -147,6 +183,7 @@ class TrainingScreen(Screen):
         if (model.version == self._seen_version and not force) or not self.query("#training-title"):
             return  # nothing new, or a poll that landed before the screen was composed
         self._pick_stage(model)
+        self._pick_prefix(model)
         self._seen_version = model.version
         update_if_changed(self.query_one("#training-title", Static), self._title(model))
         log = self.query_one("#training-log", RichLog)
@@ -167,7 +204,7 @@ class TrainingScreen(Screen):
 
     def _draw_charts(self, model: RunModel) -> None:
         self._charts_at = time.monotonic()
-        keys = model.keys(self.stage)
+        keys = [k[len(self.prefix):] for k in model.keys(self.stage) if k.startswith(self.prefix)]
         # Reward: the weighted total (bold, on top) and the nine components, or the loss where there is no reward.
         has_reward = "reward" in keys or any(k.startswith("rewards/") for k in keys)
         lines = []
@@ -196,8 +233,8 @@ class TrainingScreen(Screen):
             ln = self._line(model, key, title_, PALETTE[i % 9])
             self.query_one(f"#chart-{i}", LineChart).set_lines([ln] if ln else [])
         self.query_one(VramPanel).update_from(model, self.stage)
-        self.query_one(HealthStrip).update_from(model, self.stage)
-        self.query_one(DoctorCharts).update_from(model, self.stage, self.smooth)
+        self.query_one(HealthStrip).update_from(model, self.stage, self.prefix)
+        self.query_one(DoctorCharts).update_from(model, self.stage, self.smooth, self.prefix)
         self._update_samples(model)
 
     def _update_judge(self, model: RunModel, keys: list[str]) -> None:
@@ -208,7 +245,7 @@ class TrainingScreen(Screen):
             return
         total = {}
         for key in ("judge/calls", "judge/failures", "judge/unscored"):
-            s = model.get(self.stage, key)
+            s = model.get(self.stage, self.prefix + key)
             total[key] = int(s.view(False)[1].sum()) if s is not None and s.n else 0
         calls, failed = total["judge/calls"], total["judge/failures"]
         share = f"{failed / calls:.0%}" if calls else "n/a"
@@ -261,6 +298,15 @@ class TrainingScreen(Screen):
         i = stages.index(self.stage) if self.stage in stages else -1
         self.follow = False
         self._switch(stages[(i + step) % len(stages)])
+        self._redraw()
+
+    def action_dim(self, step: int) -> None:
+        prefixes = self.prefixes(self.app.model)  # type: ignore[attr-defined]
+        if not prefixes:
+            self.notify("one reward here: [ ] pick a dimension in grpo-dims, which trains one LoRA per dimension")
+            return
+        i = prefixes.index(self.prefix) if self.prefix in prefixes else -1
+        self.prefix, self.prefix_pinned = prefixes[(i + step) % len(prefixes)], True
         self._redraw()
 
     def action_toggle_smooth(self) -> None:

@@ -82,9 +82,11 @@ class LineChart(Widget):
     LineChart { height: 12; min-height: 6; border: round $panel; padding: 0 1; }
     """
 
-    def __init__(self, title: str = "", *, name: str | None = None, id: str | None = None, classes: str | None = None):
+    def __init__(self, title: str = "", *, name: str | None = None, id: str | None = None, classes: str | None = None,
+                 x_unit: str = "", y_unit: str = ""):
         super().__init__(name=name, id=id, classes=classes)
         self.border_title = title
+        self.x_unit, self.y_unit = x_unit, y_unit  # said on the axes: "0 s … 120 s", "512 MB"
         self.lines: list[Line] = []
         self._cache_key: tuple | None = None
         self._rows: list[Strip] = []
@@ -180,9 +182,15 @@ class LineChart(Widget):
         styles = [Style(color=ln.color, bold=ln.bold) for ln, *_ in samples]
         blank = Segment(" ")
         strips = []
+        shown = set()
         for row in range(plot_h):
             value = vmax - (row / max(plot_h - 1, 1)) * (vmax - vmin)
             label = _fmt(value) if row in (0, plot_h // 2, plot_h - 1) else ""
+            if label in shown:  # a narrow range on a short chart: one label per value, not the same one twice
+                label = ""
+            shown.add(label)
+            if label and self.y_unit and len(label) + 1 + len(self.y_unit) <= axis_w:
+                label = f"{label} {self.y_unit}"
             segs = [Segment(f"{label:>{axis_w}}", muted), Segment("┤" if label else "│", muted)]
             bits, who = cells[row].tolist(), owner[row].tolist()
             col = 0
@@ -197,7 +205,8 @@ class LineChart(Widget):
                 segs.append(Segment("".join(chr(0x2800 + b) for b in bits[col:end]), styles[who[col]]))
                 col = end
             strips.append(Strip(segs))
-        left, right = _fmt(xmin), _fmt(xmax)
+        unit = f" {self.x_unit}" if self.x_unit else ""
+        left, right = _fmt(xmin) + unit, _fmt(xmax) + unit
         gap = max(plot_w - len(left) - len(right), 1)
         strips.append(Strip([Segment(" " * axis_w + "└" + left + " " * gap + right, muted)]))
         strips += legend

@@ -20,17 +20,20 @@ from engine.training.health_rules import RULES
 DOCTOR_CHARTS = [("reward_std", "reward std"), ("frac_reward_zero_std", "zero-std groups"), ("entropy", "entropy"),
                  ("clip_ratio/region_mean", "clip ratio"), ("completions/clipped_ratio", "clipped completions"),
                  ("step_time_s", "step time s")]
+CHIP_W = 15  # cells per chip with its gap: the icon, the title and a first-fired step (`▲ saturated@12`)
 ICON = {"ok": "●", "warn": "▲", "alarm": "■", "no data": "○"}
 STYLE = {"ok": "green", "warn": "bold yellow", "alarm": "bold red", "no data": "dim"}
 TITLES = {r.name: r.title for r in RULES} | {"judge_fooled": "fooled"}
 EXPLAIN = {r.name: f"{r.explain} Try: {r.remedy}" for r in RULES}
 
 
-def latest_states(events: list[EventRow], stage: str) -> dict[str, dict]:
-    """The newest `health` event per rule of one stage (the audit's judge_fooled included)."""
+def latest_states(events: list[EventRow], stage: str, prefix: str = "") -> dict[str, dict]:
+    """The newest `health` event per rule of one stage (the audit's judge_fooled included); for grpo-dims, of one
+    dimension's LoRA (`prefix` "entropy_reduction/": each is watched by its own rules)."""
     out: dict[str, dict] = {}
     for e in events:
-        if e.kind == "health" and e.stage == stage and isinstance(e.data, dict) and e.data.get("rule"):
+        if (e.kind == "health" and e.stage == stage and isinstance(e.data, dict) and e.data.get("rule")
+                and (e.data.get("prefix") or "") == prefix):
             out[e.data["rule"]] = e.data
     return out
 
@@ -80,10 +83,10 @@ class HealthStrip(Vertical):
 
     DEFAULT_CSS = """
     HealthStrip { height: auto; border: round $panel; padding: 0 1; }
-    HealthStrip > #health-chips { height: auto; }
-    HealthStrip .rule-chip { width: auto; margin-right: 2; }
+    HealthStrip > #health-chips { height: auto; grid-size: 7; grid-rows: 1; grid-gutter: 0 1; }
+    HealthStrip .rule-chip { width: 1fr; height: 1; }
     HealthStrip .rule-chip:focus { background: $boost; text-style: bold; }
-    HealthStrip > #health-explain { height: auto; color: $text-muted; }
+    HealthStrip > #health-explain { height: auto; max-height: 2; color: $text-muted; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -92,12 +95,13 @@ class HealthStrip(Vertical):
         self._shown: tuple = ()
 
     def compose(self) -> ComposeResult:
-        yield Horizontal(*[RuleChip(r.name) for r in RULES], RuleChip("judge_fooled"), id="health-chips")
+        # A grid, not a row: every chip stays on screen however narrow the terminal (as many per line as fit).
+        yield Grid(*[RuleChip(r.name) for r in RULES], RuleChip("judge_fooled"), id="health-chips")
         yield Static(Text("Tab to a rule to read what it watches", style="dim"), id="health-explain")
 
-    def update_from(self, model: RunModel, stage: str) -> None:
-        states = latest_states(model.events, stage)
-        key = (stage, tuple((r, d.get("state"), d.get("step")) for r, d in states.items()))
+    def update_from(self, model: RunModel, stage: str, prefix: str = "") -> None:
+        states = latest_states(model.events, stage, prefix)
+        key = (stage, prefix, tuple((r, d.get("state"), d.get("step")) for r, d in states.items()))
         if key == self._shown:
             return
         self._shown = key
@@ -107,7 +111,17 @@ class HealthStrip(Vertical):
             state = d.get("state", "no data") if d else "no data"
             chip.set_state(state, d)
             counts[state] = counts.get(state, 0) + 1
-        self.border_title = f"health: {counts['alarm']} alarm, {counts['warn']} warn" if states else "health"
+        of = f" of {prefix.rstrip('/')}" if prefix else ""
+        self.border_title = f"health{of}: {counts['alarm']} alarm, {counts['warn']} warn" if states else f"health{of}"
+
+    def on_resize(self) -> None:
+        grid = self.query_one("#health-chips", Grid)
+        n = len(grid.children)
+        per_line = max(1, min(n, self.content_region.width // CHIP_W))
+        rows = -(-n // per_line)
+        per_line = -(-n // rows)  # the same count on every line
+        if grid.styles.grid_size_columns != per_line:
+            grid.styles.grid_size_columns = per_line
 
     def focus_first(self) -> None:
         self.query(RuleChip).first().focus()
@@ -152,9 +166,9 @@ class DoctorCharts(Grid):
         for i, (_, title) in enumerate(DOCTOR_CHARTS):
             yield LineChart(title, id=f"doctor-{i}")
 
-    def update_from(self, model: RunModel, stage: str, smooth: bool = False) -> None:
+    def update_from(self, model: RunModel, stage: str, smooth: bool = False, prefix: str = "") -> None:
         for i, (key, title) in enumerate(DOCTOR_CHARTS):
-            s = model.get(stage, key)
+            s = model.get(stage, prefix + key)
             lines = []
             if s is not None and s.n:
                 steps, values = s.view(smooth)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from rich.segment import Segment
@@ -14,11 +15,13 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from app.failures import ReportsFailures
 from engine.dims import DIMENSIONS, SHORT
 from engine.store import RunStore
 from engine.text import inert
 
 PAGE = 200  # rows per read; the worker keeps one page above and one below the viewport loaded
+MAX_ROWS = 12 * PAGE  # formatted rows kept (least recently drawn or read go first): a 1M-trace run stays small
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def format_row(row: tuple) -> str:
     return " ".join(out)
 
 
-class TraceTable(ScrollView, can_focus=True):
+class TraceTable(ReportsFailures, ScrollView, can_focus=True):
     """Keyboard: up/down/page/home/end move, left/right scroll; the highlighted trace is announced with Highlighted.
 
     The first line is the header, drawn with the rows' horizontal scroll so titles stay over their columns.
@@ -135,7 +138,7 @@ class TraceTable(ScrollView, can_focus=True):
         self.store: RunStore | None = None
         self.ids: list[int] = []
         self.sort, self.descending = "id", False
-        self._rows: dict[int, str] = {}  # by trace id: a re-sort or a reload keeps what was read
+        self._rows: OrderedDict[int, str] = OrderedDict()  # by trace id, LRU: a re-sort or reload keeps what was read
         self._generation = 0
         self._asked: tuple[int, int, int] | None = None  # (generation, start, end) of the read under way
 
@@ -201,10 +204,20 @@ class TraceTable(ScrollView, can_focus=True):
         if message.store is not self.store:
             return  # rows of a run no longer open
         self._rows.update(message.rows)  # rows are keyed by trace id: still right under another sort
+        for tid in message.rows:
+            self._rows.move_to_end(tid)
+        self._trim()
         if self._asked and self._asked[1] == message.start:
             self._asked = None
         self.refresh()
         self._page_ahead()
+
+    def _trim(self) -> None:
+        """Drop the least recently used rows beyond MAX_ROWS (those on screen were just drawn: they stay)."""
+        # Never fewer than two read-ahead windows: evicting rows of the window being read would read them again.
+        limit = max(MAX_ROWS, 2 * (PAGE + max(self.scrollable_content_region.height, 20)))
+        while len(self._rows) > limit:
+            self._rows.popitem(last=False)
 
     # -- drawing ---------------------------------------------------------------------------------
 
@@ -221,7 +234,10 @@ class TraceTable(ScrollView, can_focus=True):
         index = scroll_y + y - 1
         if index >= len(self.ids):
             return Strip.blank(width)
-        text = self._rows.get(self.ids[index])
+        tid = self.ids[index]
+        text = self._rows.get(tid)
+        if text is not None:
+            self._rows.move_to_end(tid)
         style = self.get_component_rich_style("trace-table--cursor") if index == self.cursor else Style()
         if text is None:  # not read yet: the worker is on it
             text, style = f"{self.ids[index]:>6} …", style + Style(dim=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import ProgressBar, Static
 
@@ -26,6 +26,9 @@ class HostSample(Message):
 
     values: dict
     time: float
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, HostSample)  # a sample not yet shown is superseded by the next
 
 
 _PROCS: dict[int, object] = {}  # psutil.Process by pid: CPU % is measured between two calls on the same object
@@ -63,7 +66,9 @@ def sample_host(pid: int | None) -> dict:
 class VramPanel(Vertical):
     DEFAULT_CSS = """
     VramPanel { height: auto; border: round $panel; padding: 0 1; }
-    VramPanel > ProgressBar { width: 100%; }
+    VramPanel > #vram-gauge-row { height: 1; }
+    VramPanel #vram-gauge-label { width: auto; }
+    VramPanel #vram-gauge { width: 1fr; }
     VramPanel > #vram-facts { height: auto; }
     VramPanel > LineChart { height: 4; min-height: 3; border: none; padding: 0; }
     """
@@ -75,12 +80,17 @@ class VramPanel(Vertical):
         self._host: deque[tuple[float, float]] = deque(maxlen=600)  # (time, process RSS MB) while shown
 
     def compose(self) -> ComposeResult:
-        yield ProgressBar(total=100, show_eta=False, id="vram-gauge")
+        with Horizontal(id="vram-gauge-row"):
+            yield Static("", id="vram-gauge-label")
+            yield ProgressBar(total=100, show_eta=False, id="vram-gauge")
         yield Static(Text("sampling GPU memory, or RAM and CPU where there is no NVIDIA GPU…", style="dim"),
                      id="vram-facts")
-        yield LineChart(id="vram-history")
+        yield LineChart(id="vram-history", x_unit="s", y_unit="MB")
 
-    def _gauge(self, total: float, used: float) -> None:
+    def _gauge(self, total: float, used: float, what: str = "RAM") -> None:
+        """The bar, with what it measures and its unit beside it: `RAM 3.1/15.6 GB`."""
+        label = Text(f"{what} {used / 1024:.1f}/{total / 1024:.1f} GB ")
+        update_if_changed(self.query_one("#vram-gauge-label", Static), label)
         bar = self.query_one(ProgressBar)
         if (bar.total, bar.progress) != (total, used):
             bar.update(total=total, progress=used)
@@ -96,7 +106,7 @@ class VramPanel(Vertical):
         self.border_title = "VRAM"
         peak, est = model.get(stage, "vram/torch_peak_mb"), model.get(stage, "vram/estimate_mb")
         u, t = used.last() or 0.0, total.last() or 1.0  # type: ignore[union-attr]
-        self._gauge(t, u)
+        self._gauge(t, u, "VRAM")
         facts = Text(f"used {u / 1024:.2f} / {t / 1024:.2f} GB   headroom {(t - u) / 1024:.2f} GB")
         if peak is not None and peak.last() is not None:
             facts.append(f"\ntorch peak {peak.last() / 1024:.2f} GB")
@@ -109,11 +119,12 @@ class VramPanel(Vertical):
             if s is not None and s.n:
                 _, values = s.view()
                 lines.append(Line(label, np.arange(len(values), dtype=float), values, PALETTE[i]))
+        self.query_one(LineChart).x_unit = "smp"  # one point per VRAM sample (gpu.sample_interval_s apart)
         self.query_one(LineChart).set_lines(lines)
 
     def show_host(self, sample: HostSample) -> None:
         """No NVIDIA GPU samples: the stage process's RAM and CPU, and the machine's, said as such."""
-        if self.has_gpu:
+        if self.has_gpu or not self.query("#vram-gauge-label"):  # a sample that came before the panel's parts
             return
         v = sample.values
         self.border_title = "RAM · CPU (no NVIDIA GPU)"
@@ -129,6 +140,7 @@ class VramPanel(Vertical):
         if self._host:
             t = np.array([x for x, _ in self._host]) - self._host[0][0]
             rss = np.array([y for _, y in self._host])
-            self.query_one(LineChart).set_lines([Line("process RSS MB (s)", t, rss, PALETTE[0])])
+            self.query_one(LineChart).x_unit = "s"
+            self.query_one(LineChart).set_lines([Line("stage process RSS", t, rss, PALETTE[0])])
         else:
             self.query_one(LineChart).set_lines([])

@@ -12,7 +12,7 @@ from engine.text import inert
 
 # Each module has `register(add)`; a new group of commands is one module plus one line here.
 COMMAND_MODULES = ("engine.cli.control_cmd", "engine.cli.data_cmd", "engine.cli.compare_cmd", "engine.cli.health_cmd",
-                   "engine.cli.check_cmd")
+                   "engine.cli.sweep_cmd", "engine.cli.chat_cmd", "engine.cli.check_cmd")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _resume_queue(args)
     try:
         _refuse_damaged(args)
         return int(args.func(args) or 0)
@@ -91,6 +92,17 @@ def _environment_failure(args: argparse.Namespace, err: BaseException) -> str:
     if run_dir is not None and isinstance(err, sqlite3.DatabaseError):
         return describe_unreadable(run_dir, err)
     return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+
+
+def _resume_queue(args: argparse.Namespace) -> None:
+    """Any `aba` command restarts the run queue's driver when queued work has none (a reboot, a killed driver)."""
+    try:
+        from engine.runner.supervisor import runs_dir
+        from engine.sweep.queue import ensure_driver
+
+        ensure_driver(runs_dir(getattr(args, "runs_dir", None)))
+    except Exception as err:  # the command asked for still runs; the queue is only reported
+        print(f"aba: could not resume the run queue: {inert(err, oneline=True)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

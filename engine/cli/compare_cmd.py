@@ -9,7 +9,10 @@ from engine.cli.common import console
 from engine.dims import DIMENSIONS, SHORT
 from engine.progress import duration
 from engine.runner import supervisor as sup
-from engine.text import inert
+from engine.text import cut_middle, inert
+
+STATUS_MARK = {"succeeded": "✓", "failed": "✗", "crashed": "✗", "running": "▶", "pending": "·", "cancelled": "⊘",
+               "skipped": "-"}
 
 
 def _f(v, fmt: str = "{:.4f}") -> str:
@@ -35,18 +38,50 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table("run", "name", "data", "stages", "time", "SFT loss", "reward", *[SHORT[d] for d in DIMENSIONS],
-                  "rating", "check", title=f"runs in {root}")
+    c = _wide()
+    if not c.is_terminal:  # piped: whole values in one line per run, as before
+        table = Table("run", "name", "data", "stages", "time", "SFT loss", "reward", *[SHORT[d] for d in DIMENSIONS],
+                      "rating", "check", title=f"runs in {root}")
+        for r in rows:
+            rating = r["rating"]
+            table.add_row(
+                r["id"], Text(r["name"]), Text(r["data"]), " ".join(f"{k}:{v}" for k, v in r["stages"].items()),
+                duration(r["duration_s"]), _f(r["sft_loss"]), _f(r["grpo_reward"]),
+                *[_f(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
+                f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
+                f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else "",
+            )
+        c.print(table)
+        return 0
+    # On a terminal: every metric column whole and on screen; the run id, name and data source are cut in the
+    # middle to what is left, the stages wrap (one mark per stage: ✓ succeeded, ✗ failed, ▶ running, · pending).
+    metrics = ["time", "SFT loss", "reward", *[SHORT[d] for d in DIMENSIONS], "rating", "check"]
+    table = Table(box=None, padding=(0, 1), pad_edge=False, collapse_padding=True, header_style="bold underline",
+                  title=f"runs in {root}")  # one space between columns: each costs its width + 1
+    cells = []
     for r in rows:
         rating = r["rating"]
-        table.add_row(
-            r["id"], Text(inert(r["name"], oneline=True), style="bold red" if r.get("damaged") else ""), Text(r["data"]),
-            " ".join(f"{k}:{v}" for k, v in r["stages"].items()), duration(r["duration_s"]),
-            _f(r["sft_loss"]), _f(r["grpo_reward"]), *[_f(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
-            f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
-            f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else "",
-        )
-    _wide().print(table)
+        cells.append([duration(r["duration_s"]), _f(r["sft_loss"], "{:.3f}"), _f(r["grpo_reward"], "{:.3f}"),
+                      *[_f(r["grpo_components"][d], "{:.2f}") for d in DIMENSIONS],
+                      f"{rating['rating']:.0f} [{rating['lo']:.0f},{rating['hi']:.0f}]" if rating else "",
+                      f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else ""])
+    widths = [max([len(h), *(len(row[i]) for row in cells)]) for i, h in enumerate(metrics)]
+    left = max(c.width - sum(w + 1 for w in widths) - 4, 36)  # what the id, name, data and stages share
+    id_w = min(max((len(r["id"]) for r in rows), default=3), max(left * 2 // 5, 12))
+    name_w = min(max((len(r["name"]) for r in rows), default=4), max(left // 4, 6))
+    rest = max(left - id_w - name_w - 2, 10)
+    table.add_column("run", no_wrap=True, width=id_w)
+    table.add_column("name", no_wrap=True, width=name_w)
+    for h, w in zip(metrics, widths):
+        table.add_column(h, no_wrap=True, justify="right", min_width=w)
+    table.add_column("stages · data", overflow="fold", width=rest)
+    for r, row in zip(rows, cells):
+        stages = " ".join(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())
+        data = f"  data: {r['data']}" if r["data"] else ""
+        table.add_row(cut_middle(r["id"], id_w), Text(cut_middle(inert(r["name"], oneline=True), name_w),
+                                                      style="bold red" if r.get("damaged") else ""), *row,
+                      Text(stages + inert(data, oneline=True)))
+    c.print(table)
     return 0
 
 

@@ -165,6 +165,8 @@ def register(add) -> None:
     sp.add_argument("config", nargs="?", help="config (default: the demo config)")
     sp.add_argument("--use-standard", action="store_true", help="skip Unsloth, use HF transformers + PEFT")
     sp.add_argument("--detach", action="store_true")
+    sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                    help="change one config key for this smoke run (repeatable), e.g. --set model.backend=unsloth")
 
     sp = add("status", cmd_status, "Stages of a run (or all runs, newest first).")
     sp.add_argument("run_id", nargs="?")

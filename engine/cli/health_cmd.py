@@ -7,7 +7,7 @@ import json
 
 from engine import config as config_mod
 from engine.cli.common import console, open_run
-from engine.reporting.health_table import health_rows
+from engine.reporting.health_table import health_rows, row_label
 
 STYLE = {"ok": "green", "warn": "yellow", "alarm": "bold red", "no data": "dim"}
 
@@ -33,12 +33,12 @@ def cmd_health(args: argparse.Namespace) -> int:
     table = Table("stage", "rule", "state", "first step", "value", "detail", title=f"health of run {run_dir.name}")
     for r in rows:
         first = "" if r["first_step"] is None else str(r["first_step"])
-        table.add_row(r["stage"], r["rule"], Text(r["state"], style=STYLE.get(r["state"], "")), first, _num(r["value"]),
+        table.add_row(row_label(r), r["rule"], Text(r["state"], style=STYLE.get(r["state"], "")), first, _num(r["value"]),
                       Text(r["detail"] or ""))
     console().print(table)
     for r in rows:
         if r["state"] in ("warn", "alarm"):
-            console().print(Text(f"{r['rule']}: {r['explain']} Try: {r['remedy']}"))
+            console().print(Text(f"{r['rule']} ({row_label(r)}): {r['explain']} Try: {r['remedy']}"))
     return 0
 
 

@@ -29,6 +29,9 @@ class RunConfig:
     )
     checkpoint_steps: int = _f(50, "Save a resumable checkpoint every N optimizer steps.", min=1)
     cancel_grace_s: float = _f(30.0, "Seconds a cancelled stage gets to save a checkpoint before it is killed.", min=0)
+    report_to: list[str] = _f(
+        list, "Experiment trackers every training stage logs to through TRL (none by default); the run's name and "
+        "frozen config become the tracker's run name and config.", choices=("tensorboard", "trackio", "wandb"))
     torch_threads: int = _f(
         0, "CPU threads each stage worker gives torch (and OpenMP/MKL); 0 = its share: the usable cores divided among "
         "the stage's data-parallel ranks, so workers and the panel do not oversubscribe the machine.", min=0)
@@ -42,10 +45,11 @@ class ModelConfig:
     )
     backend: str = _f(
         "auto",
-        "auto: Unsloth where it imports and CUDA exists, else standard; unsloth; standard (HF transformers + PEFT).",
+        "auto: Unsloth where it imports and CUDA exists, else standard; unsloth (its CPU backend without CUDA); "
+        "standard (HF transformers + PEFT).",
         choices=("auto", "unsloth", "standard"),
     )
-    load_in_4bit: bool = _f(True, "QLoRA: load the base in 4-bit through bitsandbytes (CUDA only; ignored on CPU).")
+    load_in_4bit: bool = _f(True, "QLoRA: load the base in 4-bit NF4 through bitsandbytes (CUDA or CPU, both backends).")
     dtype: str = _f("bfloat16", "Compute dtype on GPU (CPU always trains in float32).", choices=("bfloat16", "float16", "float32"))
     lora_r: int = _f(16, "LoRA rank.", min=1)
     lora_alpha: int = _f(32, "LoRA alpha.", min=1)
@@ -138,6 +142,8 @@ class SFTConfig:
     gradient_accumulation_steps: int = _f(4, "Steps accumulated per optimizer update.", min=1)
     min_score: float = _f(0.6, "Chosen traces whose effective weighted score is below this are left out.", min=0.0, max=1.0)
     logging_steps: int = _f(1, "Log metrics every N steps.", min=1)
+    reuse: bool = _f(True, "Reuse an SFT adapter trained by another run in this runs folder on identical SFT inputs "
+                     "(model, sft and train sections, seed, the training rows): a reward-weight sweep trains SFT once.")
 
 
 @dataclass

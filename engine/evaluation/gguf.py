@@ -1,4 +1,4 @@
-"""GGUF from a merged HF Qwen3 model with the `gguf` package: its own tensor-name table, tokenizer and chat template.
+"""GGUF from a merged HF Qwen3 or Llama model with the `gguf` package: its tensor-name table, tokenizer and chat template.
 
 Tensors are streamed: the header is written from safetensors metadata, then one tensor at a time is read,
 converted and written, so peak memory stays near one tensor beside the process itself.
@@ -18,6 +18,30 @@ import numpy as np
 from engine.errors import UserError
 
 TYPES = ("F32", "F16", "BF16", "Q8_0")
+ARCHITECTURES = ("qwen3", "llama")  # HF model_type, which is also llama.cpp's architecture name
+
+
+def _architecture(model_dir: Path, cfg: dict) -> str:
+    kind = cfg.get("model_type")
+    if kind not in ARCHITECTURES:
+        raise UserError(f"{model_dir}: GGUF export supports {' and '.join(ARCHITECTURES)} models, this is {kind!r}")
+    return kind
+
+
+def _permute(data: np.ndarray, n_head: int) -> np.ndarray:
+    """Llama's Q and K rows reordered as llama.cpp's converter does (LlamaModel.permute in convert_hf_to_gguf.py):
+    HF rotates the two halves of each head, llama.cpp's `llama` rope rotates adjacent pairs."""
+    return data.reshape(n_head, 2, data.shape[0] // n_head // 2, *data.shape[1:]).swapaxes(1, 2).reshape(data.shape)
+
+
+def _arranged(arch: str, cfg: dict, hf_name: str, data: np.ndarray) -> np.ndarray:
+    """A tensor as llama.cpp wants it for `arch` (Qwen3: as is)."""
+    if arch == "llama":
+        if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+            return _permute(data, cfg["num_attention_heads"])
+        if hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+            return _permute(data, cfg.get("num_key_value_heads", cfg["num_attention_heads"]))
+    return data
 
 
 def _arch_tables(arch_name: str, n_layers: int):
@@ -80,10 +104,15 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
     if qtype_name not in TYPES:
         raise UserError(f"export.gguf_type: {qtype_name!r} is not one of {', '.join(TYPES)}")
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    if cfg.get("model_type") != "qwen3":
-        raise UserError(f"{model_dir}: GGUF export supports Qwen3 models, this is {cfg.get('model_type')!r}")
+    arch_name = _architecture(model_dir, cfg)
+    if arch_name == "llama" and (cfg.get("rope_scaling") or (cfg.get("rope_parameters") or {}).get("rope_type", "default") != "default"):
+        raise UserError(f"{model_dir}: Llama rope scaling ({cfg.get('rope_scaling') or cfg.get('rope_parameters')}) is not "
+                        "written to GGUF yet; use llama.cpp's convert_hf_to_gguf.py for this model")
+    if arch_name == "llama" and (model_dir / "tokenizer.model").exists() and not (model_dir / "tokenizer.json").exists():
+        raise UserError(f"{model_dir}: a SentencePiece-only tokenizer (Llama 2) is not written to GGUF yet; save the "
+                        "tokenizer with transformers (tokenizer.json) or use llama.cpp's convert_hf_to_gguf.py")
     n_layers = cfg["num_hidden_layers"]
-    arch, name_map = _arch_tables("qwen3", n_layers)
+    arch, name_map = _arch_tables(arch_name, n_layers)
     writer = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[arch])
     writer.add_name(model_dir.name)
     writer.add_context_length(cfg.get("max_position_embeddings", 4096))
@@ -97,6 +126,9 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
     writer.add_value_length(head_dim)
     writer.add_rope_freq_base(float(cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 1e6))))
     writer.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
+    if arch_name == "llama":  # as the converter's LlamaModel.set_gguf_parameters
+        writer.add_vocab_size(cfg["vocab_size"])
+        writer.add_rope_dimension_count(head_dim)
     file_type = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
                  "BF16": gguf.LlamaFileType.MOSTLY_BF16, "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[qtype_name]
     writer.add_file_type(file_type)
@@ -130,7 +162,7 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
     types: dict[str, int] = {}
     for i, (path, hf_name, gg_name, qtype) in enumerate(plan):
         with safe_open(str(path), framework="pt") as f:
-            data = f.get_tensor(hf_name).float().numpy()
+            data = _arranged(arch_name, cfg, hf_name, f.get_tensor(hf_name).float().numpy())
         writer.write_tensor_data(_convert(data, qtype))
         types[qtype.name] = types.get(qtype.name, 0) + 1
         del data
@@ -138,6 +170,16 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
             progress(i + 1, len(plan), gg_name)
     writer.close()
     return {"tensors": len(plan), "bytes": out.stat().st_size, "types": types}
+
+
+def _pre_tokenizer(model_dir: Path) -> str:
+    """llama.cpp's name for the BPE pre-tokenizer: Llama 3's regex takes digits three at a time (`llama-bpe`), Qwen2's
+    one at a time (`qwen2`, also the demo tokenizer's)."""
+    try:
+        pre = json.dumps(json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8")).get("pre_tokenizer"))
+    except (OSError, json.JSONDecodeError):
+        return "qwen2"
+    return "llama-bpe" if "p{N}{1,3}" in pre else "qwen2"
 
 
 def _add_tokenizer(writer, model_dir: Path, cfg: dict) -> None:
@@ -161,7 +203,7 @@ def _add_tokenizer(writer, model_dir: Path, cfg: dict) -> None:
         else:
             types.append(gguf.TokenType.NORMAL)
     writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre("qwen2")
+    writer.add_tokenizer_pre(_pre_tokenizer(model_dir))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=size)
@@ -177,7 +219,8 @@ def verify_gguf(path: Path, model_dir: Path, atol: dict[str, float] | None = Non
 
     atol = atol or {"F32": 1e-6, "F16": 2e-3, "BF16": 2e-2, "Q8_0": 2e-2}
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    _, name_map = _arch_tables("qwen3", cfg["num_hidden_layers"])
+    arch_name = _architecture(model_dir, cfg)
+    _, name_map = _arch_tables(arch_name, cfg["num_hidden_layers"])
     reader = gguf.GGUFReader(str(path))
     by_name = {t.name: t for t in reader.tensors}
     checked, worst = 0, 0.0
@@ -188,7 +231,7 @@ def verify_gguf(path: Path, model_dir: Path, atol: dict[str, float] | None = Non
             problems.append(f"{gg_name}: missing")
             continue
         with safe_open(str(path), framework="pt") as f:
-            src = f.get_tensor(hf_name).float().numpy()
+            src = _arranged(arch_name, cfg, hf_name, f.get_tensor(hf_name).float().numpy())
         got = gguf.quants.dequantize(t.data, t.tensor_type).reshape(src.shape)
         if tuple(int(x) for x in reversed(t.shape)) != src.shape:
             problems.append(f"{gg_name}: shape {tuple(t.shape)} vs {src.shape}")

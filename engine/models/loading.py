@@ -39,7 +39,20 @@ class Backend:
     name: str  # "unsloth" or "standard"
     reason: str
     device: str  # "cuda" or "cpu"
-    quantized: bool
+    quantized: bool  # 4-bit NF4 asked for; load_for_training checks the layers really are Linear4bit
+    layers_4bit: int = 0  # bitsandbytes Linear4bit layers in the last model loaded for training
+
+
+class UnslothUnavailable(UserError):
+    """model.backend = "unsloth" was asked for and unsloth does not import here; `crash` says why in one line."""
+
+    def __init__(self, message: str, crash: str):
+        super().__init__(message)
+        self.crash = crash
+
+
+# Unsloth patches these at import: imported before it, they run unpatched (on CPU, TRL's Triton head then fails).
+IMPORT_AFTER_UNSLOTH = ("trl", "transformers", "peft")
 
 
 def cuda_available() -> bool:
@@ -49,40 +62,87 @@ def cuda_available() -> bool:
 
 
 def pick_backend(cfg: Config, force_standard: bool = False) -> Backend:
-    """Which loader runs, and why, in one line for the stage log."""
+    """Which loader runs, and why, in one line for the stage log.
+
+    auto: Unsloth where CUDA exists and it imports, else the standard backend. Unsloth's CPU backend runs only when
+    asked for (model.backend = "unsloth"), since importing it patches transformers and TRL for the whole process.
+    model.load_in_4bit quantizes (bitsandbytes NF4, double quant) on either backend, on CUDA or on the CPU.
+    """
     want = "standard" if force_standard else cfg.model.backend
     device = cfg.train.device
     cuda = cuda_available() if device != "cpu" else False
     if device == "cuda" and not cuda:
         raise UserError("train.device = 'cuda' but torch sees no CUDA device")
     dev = "cuda" if cuda else "cpu"
-    quant = bool(cuda and cfg.model.load_in_4bit and not cfg.model.base.startswith(DEMO_PREFIX))
+    quant = bool(cfg.model.load_in_4bit)
+    qdesc = f"4-bit NF4 QLoRA (bitsandbytes, double quant) on {dev}" if quant else f"plain LoRA on {dev}"
+    if cuda:
+        qdesc += cap_cuda_memory()
     if want == "standard":
-        why = "forced (--use-standard or model.backend = standard)" if want == cfg.model.backend or force_standard else ""
-        return Backend("standard", f"standard HF transformers + PEFT: {why or 'chosen'}; {_qdesc(quant, dev)}", dev, quant)
-    unsloth_err = _unsloth_problem(cuda, cfg)
-    if want == "unsloth" and unsloth_err:
-        raise UserError(f"model.backend = 'unsloth' but {unsloth_err}; use backend = 'auto' or --use-standard")
-    if unsloth_err:
-        return Backend("standard", f"standard HF transformers + PEFT: auto, because {unsloth_err}; {_qdesc(quant, dev)}", dev, quant)
-    return Backend("unsloth", "unsloth FastLanguageModel: CUDA present and unsloth imports; QLoRA 4-bit", "cuda", cfg.model.load_in_4bit)
-
-
-def _qdesc(quant: bool, dev: str) -> str:
-    return "4-bit bitsandbytes QLoRA on CUDA" if quant else f"plain LoRA on {dev}"
-
-
-def _unsloth_problem(cuda: bool, cfg: Config) -> str | None:
-    if not cuda:
-        return "no CUDA device"
-    if cfg.model.base.startswith(DEMO_PREFIX):
-        return "the demo model is built locally"
+        why = "forced (--use-standard)" if force_standard and cfg.model.backend != "standard" else "model.backend = standard"
+        return Backend("standard", f"standard HF transformers + PEFT: {why}; {qdesc}", dev, quant)
+    if want == "auto" and not cuda:
+        return Backend("standard", "standard HF transformers + PEFT: auto, because there is no CUDA device (Unsloth's "
+                       f"CPU backend runs only when asked: model.backend = unsloth); {qdesc}", dev, quant)
     if cfg.model.fast_inference and cfg.model.unsloth_standby:
         os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")  # read by unsloth at import, so before the first one
+    crash = import_unsloth()
+    if crash and want == "unsloth":
+        raise UnslothUnavailable(f"model.backend = 'unsloth' but unsloth does not import ({crash}); use backend = "
+                                 "'auto' or --use-standard", crash)
+    if crash:
+        return Backend("standard", f"standard HF transformers + PEFT: auto, because unsloth does not import ({crash}); "
+                       f"{qdesc}", dev, quant)
+    how = "auto, CUDA present and unsloth imports" if want == "auto" else "model.backend = unsloth"
+    where = "" if cuda else " (Unsloth's CPU backend: no CUDA device)"
+    return Backend("unsloth", f"unsloth {_version('unsloth')} FastLanguageModel{where}: {how}; {qdesc}", dev, quant)
+
+
+def cap_cuda_memory() -> str:
+    """ABA_CUDA_MEMORY_CAP_GB=16 caps this process's CUDA allocations (torch.cuda.set_per_process_memory_fraction):
+    a bigger card stands in for a 16 GB one (bench/gpu_check.py). Returns what it did for the backend line."""
+    cap = os.environ.get("ABA_CUDA_MEMORY_CAP_GB")
+    if not cap:
+        return ""
+    import torch
+
+    index = torch.cuda.current_device()
+    total = torch.cuda.get_device_properties(index).total_memory
+    try:
+        fraction = min(1.0, float(cap) * 1024**3 / total)
+    except ValueError:
+        raise UserError(f"ABA_CUDA_MEMORY_CAP_GB={cap!r}: not a number of GiB") from None
+    torch.cuda.set_per_process_memory_fraction(fraction, index)
+    return f"; CUDA memory capped at {float(cap):g} GiB of {total / 1024**3:.0f} (ABA_CUDA_MEMORY_CAP_GB)"
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def import_unsloth() -> str | None:
+    """Import unsloth, first: None when it imported, else the crash in one line.
+
+    Unsloth patches transformers, TRL and PEFT when it is imported, so it must come before them; a worker that
+    imported one of them first is a bug, reported as the crash (the smoke test then falls back and says so).
+    """
+    import sys
+
+    if "unsloth" in sys.modules:
+        return None
+    early = [name for name in IMPORT_AFTER_UNSLOTH if name in sys.modules]
+    if early:
+        return (f"ImportOrderError: {', '.join(early)} imported before unsloth in this process; unsloth must come "
+                "first to patch them")
     try:
         import unsloth  # noqa: F401
-    except Exception as err:  # ImportError, Triton and driver errors all land here
-        return f"unsloth does not import ({type(err).__name__}: {str(err).splitlines()[0][:120]})"
+    except Exception as err:  # NotImplementedError (no accelerator, CPU fallback off), ImportError, Triton, drivers
+        return f"{type(err).__name__}: {(str(err).splitlines() or [''])[0][:200]}"
     return None
 
 
@@ -223,19 +283,25 @@ def load_for_training(cfg: Config, backend: Backend, path: str, max_seq_length: 
     """(model, tokenizer, peft_config). On unsloth the model already carries its LoRA and peft_config is None.
 
     fast_inference (GRPO with model.fast_inference on Unsloth): Unsloth loads a vLLM engine sharing the weights.
+    Asked for 4-bit, the model must come back with bitsandbytes Linear4bit layers (Unsloth's CPU loader falls back
+    to 16-bit weights when bitsandbytes fails; that is an error here, never a silent change of what trains).
     """
-    from engine.models.trl_compat import ensure_fused_head
-
-    ensure_fused_head()
     if backend.name == "unsloth":
+        crash = import_unsloth()  # before the first trl/transformers/peft import of this process, or the crash
+        if crash:
+            raise UnslothUnavailable(f"unsloth does not import ({crash})", crash)
         from unsloth import FastLanguageModel
 
+        from engine.models.trl_compat import ensure_fused_head
+
+        ensure_fused_head()  # on the unsloth backend: unsloth_zoo's CPU twin is found and kept
         extra: dict[str, Any] = {}
         if fast_inference:
             extra = {"fast_inference": True, "gpu_memory_utilization": cfg.model.gpu_memory_utilization,
                      "max_lora_rank": cfg.model.lora_r}
         model, tok = FastLanguageModel.from_pretrained(
-            model_name=path, max_seq_length=max_seq_length, load_in_4bit=cfg.model.load_in_4bit, dtype=None, **extra
+            model_name=path, max_seq_length=max_seq_length, load_in_4bit=backend.quantized,
+            dtype=None if backend.device == "cuda" else torch_dtype(cfg, backend), **extra
         )
         model = FastLanguageModel.get_peft_model(
             model,
@@ -246,14 +312,55 @@ def load_for_training(cfg: Config, backend: Backend, path: str, max_seq_length: 
             use_gradient_checkpointing="unsloth" if cfg.model.gradient_checkpointing else False,
             random_state=cfg.run.seed,
         )
+        _check_4bit(backend, model, path)
         return model, tok, None
+    from engine.models.trl_compat import ensure_fused_head
+
+    ensure_fused_head()
     model = load_plain(cfg, backend, path)
+    _check_4bit(backend, model, path)
     tok = load_tokenizer(cfg.model.base if cfg.model.base.startswith(DEMO_PREFIX) else path)
     return model, tok, lora_config(cfg)
 
 
+def count_4bit(model) -> int:
+    """bitsandbytes Linear4bit layers in `model` (0 when bitsandbytes was never imported)."""
+    import sys
+
+    bnb_nn = sys.modules.get("bitsandbytes.nn")
+    if bnb_nn is None:
+        return 0
+    return sum(isinstance(m, bnb_nn.Linear4bit) for m in model.modules())
+
+
+def _check_4bit(backend: Backend, model, path: str) -> None:
+    backend.layers_4bit = count_4bit(model)
+    if backend.quantized and not backend.layers_4bit:
+        raise UserError(f"model.load_in_4bit = true but {backend.name} loaded {path} with 16-bit weights (no "
+                        "bitsandbytes Linear4bit layer): bitsandbytes' 4-bit does not run here. On the CPU its "
+                        "AVX512-BF16 layers reject layers narrower than 64 (or whose width is not a multiple of 32); "
+                        "set model.load_in_4bit = false, or use the standard backend")
+
+
+def keep_4bit_trainable(model) -> int:
+    """The AVX512-BF16 guard, as unsloth_zoo's CPU loader has it: returns the layers it set.
+
+    bitsandbytes 0.50 repacks a Linear4bit weight in place for its AVX512-BF16 kernel on the first no-grad forward
+    in eval mode (generation, an evaluation) on a CPU that has the instruction, and never unpacks it; training
+    through the packed weight then stalls QLoRA learning, and GRPO generates between its steps. Every layer is kept
+    on the trainable layout (`support_avx512bf16_for_cpu = False`); this also keeps layers narrower than 64, which
+    the packed kernel rejects, working on the CPU.
+    """
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
 def load_plain(cfg: Config, backend: Backend, path: str, *, quantize: bool | None = None):
-    """A causal LM from `path` with the backend's dtype and (on CUDA) 4-bit quantization."""
+    """A causal LM from `path` with the backend's dtype and, when asked, 4-bit NF4 (bitsandbytes, CUDA or CPU)."""
     from transformers import AutoModelForCausalLM
 
     quant = backend.quantized if quantize is None else quantize
@@ -262,14 +369,15 @@ def load_plain(cfg: Config, backend: Backend, path: str, *, quantize: bool | Non
         import torch
         from transformers import BitsAndBytesConfig
 
+        compute = (torch.float32 if backend.device == "cpu"
+                   else torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float16)
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if cfg.model.dtype == "bfloat16" else torch.float16,
+            bnb_4bit_compute_dtype=compute,
         )
-    if backend.device == "cuda":
-        kwargs["device_map"] = {"": 0}
+    kwargs["device_map"] = {"": 0} if backend.device == "cuda" else {"": "cpu"} if quant else None
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as err:
@@ -277,6 +385,7 @@ def load_plain(cfg: Config, backend: Backend, path: str, *, quantize: bool | Non
     if quant:
         from peft import prepare_model_for_kbit_training
 
+        keep_4bit_trainable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.model.gradient_checkpointing)
     return model
 

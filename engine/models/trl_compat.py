@@ -7,6 +7,12 @@ machines: Unsloth depends on Triton) the kernel raises "0 active drivers" on CPU
 puts a dispatcher in its place: CUDA/XPU tensors go to TRL's kernel unchanged, anything else to an equivalent
 computed with ordinary torch ops (autograd does the backward), so the same TRL trainers run on a laptop.
 tests/test_trl_compat.py pins this to TRL's version, signature and output shapes.
+
+Where this twin is the one that runs: the standard backend (HF + PEFT) on a machine without a GPU, the test suite
+included. Elsewhere something else covers it and it stands aside: on CUDA, TRL's own Triton kernel; on the unsloth
+backend, unsloth_zoo's CPU twin (`unsloth_zoo.cpu.ops.patch_trl_fused_lm_head`, installed when unsloth is imported
+first, is kept as it is) and Unsloth's fused head on GPU. TRL 1.16 ships a torch fallback of its own, but Unsloth
+2026.10.9 requires trl<=1.15.0.
 """
 
 from __future__ import annotations
@@ -76,7 +82,7 @@ def ensure_fused_head() -> bool:
     from trl.trainer import utils
 
     current = getattr(utils, "_ChunkedLogProbFunction", None)
-    if isinstance(current, FusedHeadDispatch):
-        return False
+    if isinstance(current, FusedHeadDispatch) or getattr(current, "_unsloth_cpu_dispatch", False):
+        return False  # ours already, or unsloth_zoo's own device dispatch (the unsloth backend's CPU twin)
     utils._ChunkedLogProbFunction = FusedHeadDispatch(current)
     return True

@@ -25,22 +25,40 @@ def _replayed(store: RunStore, stage: str, cfg: Any) -> list[dict[str, Any]]:
 
 
 def health_rows(store: RunStore, cfg: Any = None) -> list[dict[str, Any]]:
-    """Every rule of every stage that has health data: {stage, rule, state, first_step, value, detail, ...}."""
+    """Every rule of every stage that has health data: {stage, dimension, rule, state, first_step, value, detail, ...}.
+
+    grpo-dims trains one LoRA per dimension, each watched by its own rules (stored as `<dimension>/<rule>`): its
+    rows come once per dimension, labelled with it (`dimension`; None elsewhere)."""
     out = []
+    known = {r.name for r in RULES}
     for stage in stages_emitting("health"):
         stored = store.results(stage, "health")
         if not stored and stage == "grpo" and cfg is not None:
-            rows = _replayed(store, stage, cfg)
+            groups = {None: _replayed(store, stage, cfg)}
         elif stage == "judge":
-            rows = list(stored.values())
+            groups = {None: list(stored.values())}
         elif stored:
-            known = {r.name for r in RULES}
-            rows = [stored.get(r.name) or _blank(r.name) for r in RULES]
-            rows += [v for k, v in stored.items() if k not in known]  # the audit's judge_fooled; grpo-dims prefixes
+            by_prefix: dict[str | None, dict[str, dict]] = {}
+            for key, row in stored.items():
+                prefix, _, rule = key.rpartition("/")
+                by_prefix.setdefault(prefix or None, {})[rule] = row
+            groups = {}
+            for prefix, rows in by_prefix.items():
+                if prefix is None and not known & rows.keys():
+                    groups[None] = list(rows.values())  # only the audit's judge_fooled
+                    continue
+                groups[prefix] = [rows.get(name) or _blank(name) for name in (r.name for r in RULES)]
+                groups[prefix] += [v for k, v in rows.items() if k not in known]  # the audit's judge_fooled
         else:
-            rows = []
-        out += [dict(r, stage=stage) for r in rows]
+            groups = {}
+        for prefix, rows in groups.items():
+            out += [dict(r, stage=stage, dimension=prefix) for r in rows]
     return out
+
+
+def row_label(row: dict[str, Any]) -> str:
+    """The stage a health row belongs to, with its dimension for grpo-dims: `grpo-dims entropy_reduction`."""
+    return f"{row['stage']} {row['dimension']}" if row.get("dimension") else row["stage"]
 
 
 def _blank(rule: str) -> dict[str, Any]:
@@ -90,9 +108,9 @@ def health_section(store: RunStore, run_dir: Any) -> list[str]:
             value = "" if r["value"] is None else f"{r['value']:.4g}"
             first = "" if r["first_step"] is None else str(r["first_step"])
             detail = (r.get("detail") or "").replace("|", "/")
-            out.append(f"| {r['stage']} | {r['rule']} | {r['state']} | {first} | {value} | {detail} |")
+            out.append(f"| {row_label(r)} | {r['rule']} | {r['state']} | {first} | {value} | {detail} |")
         fired = [r for r in rows if r["first_step"] is not None]
-        out += [""] + [f"- **{r['rule']}**: {r['explain']} Try: {r['remedy']}" for r in fired]
+        out += [""] + [f"- **{r['rule']}** ({row_label(r)}): {r['explain']} Try: {r['remedy']}" for r in fired]
     summary = audit.get("summary")
     if summary:
         f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731

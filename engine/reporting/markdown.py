@@ -105,6 +105,37 @@ def write_report(run_dir: Path) -> Path:
             for c in cells.values():
                 lines.append(f"| {c['lambda']:g} | {c['layers']} | {c['consistency']:.3f} | {c['perplexity']:.2f} | "
                              f"{c['distinct2']:.3f} | {c['repetition']:.3f} |")
+        lines += exchanges_section(store)
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _cell(text: str | None, n: int = 160) -> str:
+    one = " ".join((text or "").split())
+    return (one[:n] + "…" if len(one) > n else one).replace("|", "/")
+
+
+def exchanges_section(store: RunStore, limit: int = 100) -> list[str]:
+    """The playground's kept exchanges (issue 21): each question, every model's answer, its weighted total."""
+    rows = store.exchanges(limit=limit)
+    if not rows:
+        return []
+    lines = ["", "## Playground exchanges", "",
+             f"The newest {len(rows)} answers kept from `aba chat` and the Playground screen (weighted total by the "
+             "run's judge; * marks the higher of the turn).", "",
+             "| turn | model | settings | weighted | tokens | tok/s | prompt | answer |", "|---|---|---|---|---|---|---|---|"]
+    best: dict[int, float] = {}
+    for r in rows:
+        if r["weighted"] is not None:
+            best[r["turn"]] = max(best.get(r["turn"], r["weighted"]), r["weighted"])
+    for r in rows:
+        s = r["settings"] or {}
+        how = ("greedy" if not s.get("temperature") else f"T={s['temperature']:g}") + (" think" if s.get("thinking") else "")
+        w = "judge failed" if r["weighted"] is None else f"{r['weighted']:.3f}" + (
+            " *" if best.get(r["turn"]) == r["weighted"] and sum(x["turn"] == r["turn"] for x in rows) > 1 else "")
+        rate = "" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.1f}"
+        mark = f" [{r['promoted']}]" if r["promoted"] else ""
+        lines.append(f"| {r['turn']} | {r['model']} | {how} | {w} | {r['new_tokens'] or 0} | {rate} | "
+                     f"{_cell(r['prompt'], 80)}{mark} | {_cell(r['answer'])} |")
+    return lines

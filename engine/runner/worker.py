@@ -13,6 +13,7 @@ from pathlib import Path
 from engine import config as config_mod
 from engine.context import StageCancelled, StageContext, StageFailed
 from engine.errors import UserError
+from engine.training.trackers import tracker_env
 from engine.training.vram import VramSampler
 from engine.runner.exits import WorkerExit
 from engine.runner.procs import install_stop_handler
@@ -93,6 +94,7 @@ def run_stage(stage: str, run_dir: Path, attempt: int) -> int:
         store.end_attempt(stage, attempt, StageStatus.FAILED, str(err), WorkerExit.FAILED)
         return WorkerExit.FAILED
     threads = cap_threads(cfg.run.torch_threads, cfg.train.num_processes)  # before the stage imports torch
+    tracker_env(cfg, run_dir, stage)  # before the stage imports TRL, which imports trackio (it reads TRACKIO_DIR once)
     ctx = StageContext(name=stage, run_dir=run_dir, cfg=cfg, store=store, attempt=attempt)
     ctx.log(f"torch threads: {threads} (run.torch_threads = {cfg.run.torch_threads or 'auto'})")
     install_stop_handler(ctx.cancel_event.set)

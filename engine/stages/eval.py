@@ -14,6 +14,22 @@ def _path(p: str) -> Path:
     return Path(p) if Path(p).is_absolute() else ROOT / p
 
 
+def kept_from_playground(ctx: StageContext) -> tuple[list, list[list[dict]]]:
+    """Questions kept in the playground (issue 21): battery tests that the weighted total of the answer stays at
+    least what the best kept answer scored, and held-out prompts for the tournament."""
+    from engine.evaluation.battery import Test
+
+    tests = []
+    for p in ctx.store.promoted_prompts("battery"):
+        best = max((r["weighted"] for r in ctx.store.exchanges(turn=p["turn"]) if r["weighted"] is not None), default=0.5)
+        tests.append(Test(f"PG-{p['turn']}", f"playground turn {p['turn']} still as good", p["prompt"], "judge",
+                          dimension="weighted", threshold=round(best, 3)))
+    heldout = [p["history"] + [{"role": "user", "content": p["prompt"]}] for p in ctx.store.promoted_prompts("heldout")]
+    if tests or heldout:
+        ctx.log(f"eval: {len(tests)} battery test(s) and {len(heldout)} held-out prompt(s) kept from the playground")
+    return tests, heldout
+
+
 def run(ctx: StageContext) -> None:
     from engine.evaluation import answers as ev
     from engine.evaluation import tournament as tn
@@ -25,6 +41,8 @@ def run(ctx: StageContext) -> None:
     e = ctx.cfg.eval
     tests = load_battery(_path(e.battery))
     heldout = ev.load_heldout(_path(e.heldout))
+    kept_tests, kept_heldout = kept_from_playground(ctx)
+    tests, heldout = tests + kept_tests, heldout + kept_heldout
     names = list(e.models)
     if "ties" not in names and (ctx.run_dir / "ties" / "adapter").exists():
         names.append("ties")  # Strategy B joins the tournament against the joint model
@@ -47,6 +65,8 @@ def run(ctx: StageContext) -> None:
             turns = [{"role": "user", "content": t.prompt}]
             out = ev.generate(model, tok, turns, e.max_new_tokens)
             js = scorer(turns, *split_think(out)) if t.kind == "judge" else None
+            if js is not None and t.dimension == "weighted":  # a kept playground question: the weighted total
+                js = dict(js, weighted=weighted_score(js, weights))
             ok, detail = check(t, out, js)
             passed += ok
             row = {"model": ref.name, "test": t.id, "title": t.title, "passed": ok, "detail": detail, "output": out}

@@ -17,11 +17,13 @@ def run(ctx: StageContext) -> None:
         out = ctx.folder / dim
         if (out / "adapter" / "adapter_config.json").exists():
             ctx.log(f"{dim}: adapter already trained on an earlier attempt")
+            ctx.progress((i + 1) * ctx.cfg.grpo_dims.max_steps, len(dims) * ctx.cfg.grpo_dims.max_steps, f"{dim}/done")
             continue
         ctx.log(f"Strategy B {i + 1}/{len(dims)}: GRPO on {dim} alone")
         # Each dimension's metrics keep TRL's names under a per-dimension prefix.
-        trainer, _ = train_grpo(ctx, backend, start, out, max_steps=ctx.cfg.grpo_dims.max_steps, dims=(dim,), weights={dim: 1.0},
-                                 metric_prefix=f"{dim}/")
+        steps = ctx.cfg.grpo_dims.max_steps
+        trainer, _ = train_grpo(ctx, backend, start, out, max_steps=steps, dims=(dim,), weights={dim: 1.0},
+                                metric_prefix=f"{dim}/", progress_span=(i * steps, len(dims) * steps))
         if ctx.should_stop():
             return
         trainer.save_model(str(out / "adapter"))

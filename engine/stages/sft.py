@@ -19,10 +19,32 @@ def run(ctx: StageContext) -> None:
         distributed.launch_ranks(ctx)
         return
     ctx.event("backend", f"backend: {backend.reason}", backend=backend.name, device=backend.device)
-    trainer, _ = train_sft(ctx, backend, base, ctx.folder)
+    from engine.training import data as traindata
+    from engine.training import sft_cache
+
+    rows = traindata.sft_rows(ctx.store, ctx.cfg.grpo.reward_weights, ctx.cfg.sft.min_score, ctx.log,
+                              traindata.demo_data_reason(ctx.cfg, ctx.name))
+    key = sft_cache.inputs_hash(ctx.cfg, rows)
+    adapter = ctx.folder / "adapter"
+    cached = sft_cache.find(ctx.run_dir.parent, key) if ctx.cfg.sft.reuse else None
+    if cached is not None:
+        sft_cache.take(cached, adapter)
+        record = {"reused": True, "hash": key, "cache": cached["path"], "source_run": cached["source_run"],
+                  "steps": cached.get("steps")}
+        ctx.store.record_sft_source(record)
+        ctx.artifact("adapter", adapter, reused_from=cached["path"], source_run=cached["source_run"], inputs_hash=key)
+        ctx.event("sft_reused", f"SFT reused: identical SFT inputs (hash {key[:12]}) were trained by run "
+                  f"{cached['source_run']}; adapter copied from {cached['path']} to {adapter}", **record)
+        return
+    trainer, _ = train_sft(ctx, backend, base, ctx.folder, rows=rows)
     if ctx.should_stop():
         return  # the callback saved a checkpoint at this step; resume continues from it
-    adapter = ctx.folder / "adapter"
     trainer.save_model(str(adapter))
-    ctx.artifact("adapter", adapter, backend=backend.name, steps=trainer.state.global_step)
-    ctx.log(f"SFT adapter saved to {adapter} after {trainer.state.global_step} steps")
+    steps = trainer.state.global_step
+    ctx.artifact("adapter", adapter, backend=backend.name, steps=steps, inputs_hash=key)
+    ctx.log(f"SFT adapter saved to {adapter} after {steps} steps")
+    published = sft_cache.publish(ctx.run_dir.parent, key, adapter, ctx.run_id, steps) if ctx.cfg.sft.reuse else None
+    ctx.store.record_sft_source({"reused": False, "hash": key, "cache": str(published / "adapter") if published else None,
+                                 "source_run": ctx.run_id, "steps": steps})
+    if published:
+        ctx.log(f"SFT adapter cached as {published} for runs with the same SFT inputs (hash {key[:12]})")

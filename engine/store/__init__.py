@@ -3,7 +3,7 @@
 `RunStore` is one class assembled from rooms that each own some tables: `db` (connection, schema, migrations),
 `stages` (run, stages, attempts, heartbeats, cancel), `telemetry` (metrics, logs, events, artifacts, samples,
 results), `traces` (prompts, traces, call ledger, judge scores), `review` (human edits) and `lineage` (data
-copied in from another run or a file, and where it came from).
+copied in from another run or a file, and where it came from), `exchanges` (the playground's kept answers).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from engine.store.db import (MIGRATIONS, SCHEMA_VERSION, Database, StoreError, disk_full, free_space, human_bytes,
                              read_only, write_failure)
+from engine.store.exchanges import ExchangesMixin
 from engine.store.lineage import LineageMixin
 from engine.store.review import ReviewMixin
 from engine.store.stages import FINAL, STATUSES, AttemptDecision, StageRow, StagesMixin, StageStatus
@@ -24,7 +25,7 @@ __all__ = ["FINAL", "MIGRATIONS", "SCHEMA_VERSION", "STATUSES", "AttemptDecision
            "open_for_edits", "read_only", "write_failure"]
 
 
-class RunStore(StagesMixin, TelemetryMixin, TracesMixin, ReviewMixin, LineageMixin, Database):
+class RunStore(StagesMixin, TelemetryMixin, TracesMixin, ReviewMixin, LineageMixin, ExchangesMixin, Database):
     """Typed access to one run's database. Safe to share between threads of one process."""
 
     def __enter__(self) -> RunStore:

@@ -17,7 +17,7 @@ from typing import Any
 from engine.dims import DIMENSIONS
 from engine.errors import UserError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _J = ", ".join(f"j_{d} REAL" for d in DIMENSIONS)
 _H = ", ".join(f"h_{d} REAL" for d in DIMENSIONS)
@@ -95,7 +95,18 @@ MIGRATIONS: list[str] = [
     ALTER TABLE run ADD COLUMN driver_started REAL;
     CREATE UNIQUE INDEX attempts_by_stage ON attempts (stage, n);
     """,
-    # 3 (issue 20): the attempt that wrote each metric, sample and event. A resumed attempt's row for a step replaces
+    # 3 (issue 21): the playground's exchanges, one row per model's answer to a prompt; `turn` groups the answers of
+    # one question, `parent` the earlier turn a follow-up continues. Scores as JSON (null where the judge failed).
+    """
+    CREATE TABLE exchanges (
+        id INTEGER PRIMARY KEY, turn INTEGER NOT NULL, parent INTEGER, time REAL NOT NULL, model TEXT NOT NULL,
+        model_source TEXT, prompt TEXT NOT NULL, history TEXT, settings TEXT NOT NULL, answer TEXT, reasoning TEXT,
+        status TEXT NOT NULL, error TEXT, note TEXT, judge TEXT, scores TEXT, weighted REAL, judge_error TEXT,
+        prompt_tokens INTEGER, new_tokens INTEGER, ttft_s REAL, tokens_per_s REAL, total_s REAL, promoted TEXT
+    );
+    CREATE INDEX exchanges_by_turn ON exchanges (turn, id);
+    """,
+    # 4 (issue 20): the attempt that wrote each metric, sample and event. A resumed attempt's row for a step replaces
     # the earlier attempts' rows of that step and later (engine.store.telemetry), so every reader sees one series.
     """
     ALTER TABLE metrics ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;

@@ -103,6 +103,17 @@ class LineageMixin:
         rows = self._q("SELECT value FROM meta WHERE key = 'lineage'")  # type: ignore[attr-defined]
         return json.loads(rows[0][0]) if rows else None
 
+    def record_sft_source(self, record: dict[str, Any]) -> None:
+        """Where this run's SFT adapter came from: trained here, or reused from the SFT cache (hash, cache folder,
+        the run that trained it). Kept beside the data lineage, under its own key."""
+        with self._tx() as c:  # type: ignore[attr-defined]
+            c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sft_source', ?)",
+                      (json.dumps({**record, "time": time.time()}),))
+
+    def sft_source(self) -> dict[str, Any] | None:
+        rows = self._q("SELECT value FROM meta WHERE key = 'sft_source'")  # type: ignore[attr-defined]
+        return json.loads(rows[0][0]) if rows else None
+
     def data_hash(self) -> str:
         """sha256 over the data's content (not its ids): prompts, traces with judge and human scores, edits."""
         with self._lock:  # type: ignore[attr-defined]

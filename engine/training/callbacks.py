@@ -16,8 +16,12 @@ _SKIP = {"total_flos", "train_runtime", "train_samples_per_second", "train_steps
 class StoreCallback(TrainerCallback):
     """Streams every log line (loss, lr, grad norm, KL, rewards/<dim>/mean, ...) plus tokens/s and step time."""
 
-    def __init__(self, ctx: StageContext, prefix: str = "", total_steps: int | None = None, health: Any = None):
+    def __init__(self, ctx: StageContext, prefix: str = "", total_steps: int | None = None, health: Any = None,
+                 progress_span: tuple[int, int] | None = None):
         self.ctx = ctx
+        # (steps before this training, steps of the whole stage): grpo-dims trains one LoRA after another and
+        # reports progress over the whole stage (7/12), not per LoRA (1/6 again).
+        self.progress_span = progress_span
         self.health = health  # a training.health.HealthReporter: the GRPO rules, run on every logged step
         self.prefix = prefix
         self.total_steps = total_steps
@@ -28,6 +32,10 @@ class StoreCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs: Any):
         self.total_steps = self.total_steps or state.max_steps
+        if args.report_to and args.report_to != ["none"]:
+            from engine.training.trackers import log_config
+
+            log_config(self.ctx)
         self._t_step = time.perf_counter()
 
     def on_step_begin(self, args, state, control, **kwargs: Any):
@@ -38,7 +46,12 @@ class StoreCallback(TrainerCallback):
         dt = time.perf_counter() - self._t_step
         self.step_times.append(dt)
         self.ctx.metrics(state.global_step, {f"{self.prefix}step_time_s": dt})
-        self.ctx.progress(state.global_step, self.total_steps or state.max_steps, f"{self.prefix}step {state.global_step}")
+        total = self.total_steps or state.max_steps
+        if self.progress_span is not None:
+            before, whole = self.progress_span
+            self.ctx.progress(before + state.global_step, whole, f"{self.prefix}step {state.global_step}/{total}")
+        else:
+            self.ctx.progress(state.global_step, total, f"{self.prefix}step {state.global_step}")
         from engine.training.distributed import all_ranks_stop
 
         if all_ranks_stop(self.ctx.should_stop()):

@@ -52,7 +52,7 @@ def vllm_mode(ctx: StageContext, backend) -> str:
 def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_steps: int,
                dims: tuple[str, ...] = DIMENSIONS, weights: dict[str, float] | None = None,
                num_generations: int | None = None, max_completion_length: int | None = None, metric_prefix: str = "",
-               vram_key: str | None = None):
+               vram_key: str | None = None, progress_span: tuple[int, int] | None = None):
     """Train a GRPO LoRA from `start_model` into `out`. Shared by grpo, grpo-dims and smoke. Returns (trainer, cb);
     cb.vram holds the estimate and the measured peaks (also stored as result vram/<vram_key or stage>)."""
     from datasets import Dataset
@@ -90,7 +90,7 @@ def train_grpo(ctx: StageContext, backend, start_model: str, out: Path, *, max_s
     ctx.log(f"GRPO: {len(prompts)} prompts, judge {judge_name}, reward = sum of {len(dims)} dimensions x reward_weights"
             + (f"; generation through vLLM ({fast})" if fast else ""))
     health, facts = doctor(ctx, weights, metric_prefix)
-    callback = StoreCallback(ctx, prefix=metric_prefix, total_steps=max_steps, health=health)
+    callback = StoreCallback(ctx, prefix=metric_prefix, total_steps=max_steps, health=health, progress_span=progress_span)
     recorder = CompletionsRecorder(ctx, dims, weights, g.sample_every, metric_prefix)
     estimates: list = []
     watch = JudgeWatch(ctx, cache, g.judge_max_failed_share, g.judge_failure_window, prefix=metric_prefix)

@@ -260,6 +260,8 @@ RULES: tuple[Rule, ...] = (
          _vram_headroom),
 )
 RULE_BY_NAME = {r.name: r for r in RULES}
+# Keys the rules read that TRL does not log: the judge watch writes them per step (engine.training.judge_watch).
+JUDGE_RULE_KEYS = ("judge/failed_share",)
 
 
 @dataclass
@@ -356,6 +358,11 @@ class HealthReporter:
             v = store.latest_metric(self.ctx.name, key)
             if v is not None:
                 values[key] = v
+        for key in JUDGE_RULE_KEYS:  # written by JudgeWatch at each step's end (under the stage's prefix), not by TRL
+            if key not in values:
+                v = store.latest_metric(self.ctx.name, self.prefix + key)
+                if v is not None:
+                    values[key] = v
         changes = self.monitor.observe(step, values)
         for ch in changes:
             data = ch.state.as_dict()

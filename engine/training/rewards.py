@@ -171,8 +171,10 @@ class JudgeCache:
     def _maybe_store_samples(self, prompts: list, completions: list, rows: list[dict], state: Any) -> None:
         if not self.ctx or not self.sample_every or state is None:
             return
-        step = int(state.global_step)
-        if step % self.sample_every or step in self._sampled_steps:
+        # The step these completions train: TRL logs it as global_step once the optimizer step ends (the completions
+        # drill-down and the metrics use that number), while rewards are computed before, at global_step - 1.
+        step = int(state.global_step) + 1
+        if (step != 1 and step % self.sample_every) or step in self._sampled_steps:
             return
         self._sampled_steps.add(step)
         for p, c, r in list(zip(prompts, completions, rows))[: self.samples_per_store]:

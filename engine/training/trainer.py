@@ -19,6 +19,8 @@ def common_args(ctx: StageContext, output_dir: Path, logging_steps: int) -> dict
     """TrainingArguments every stage shares: checkpoints, device and precision, seed, quiet logging."""
     import torch
 
+    from engine.training import trackers
+
     cpu = ctx.cfg.train.device == "cpu" or not torch.cuda.is_available()
     return {
         "output_dir": str(output_dir),
@@ -27,7 +29,7 @@ def common_args(ctx: StageContext, output_dir: Path, logging_steps: int) -> dict
         "save_strategy": "steps",
         "save_steps": ctx.cfg.run.checkpoint_steps,
         "save_total_limit": 2,
-        "report_to": "none",
+        **trackers.args_for(ctx),  # report_to "none" unless run.report_to names trackers
         "seed": ctx.cfg.run.seed,
         "data_seed": ctx.cfg.run.seed,  # the sampler's shuffle: the same order of examples in every run
         "use_cpu": cpu,

@@ -106,13 +106,19 @@ def record_estimate(ctx: StageContext, model_path: str, *, bits: int, batch: Bat
         card_gb=sampler.total_gb(),
     )
     free = sampler.free_mb()
-    msg = (f"VRAM estimate for {ctx.name}: {est.total_gb:.2f} GB peak for {batch.rows} row(s) x {batch.seq_len} tokens"
-           + (f", {batch.generations} completions generated at once" if batch.generations else ""))
+    on_gpu = sampler.available
+    msg = (f"{'VRAM' if on_gpu else 'GPU memory'} estimate for {ctx.name}: {est.total_gb:.2f} GB peak for {batch.rows} "
+           f"row(s) x {batch.seq_len} tokens"
+           + (f", {batch.generations} completions generated at once" if batch.generations else "")
+           + ("" if on_gpu else " (on a CUDA card; this run trains without one)"))
     if free is not None:
         msg += f" (GPU has {free / 1024:.2f} GB free)"
         if est.total_gb * 1024 > free:
             ctx.event("warning", msg + ": the estimate exceeds free memory; expect the OOM fallbacks", **est.as_dict())
-    ctx.event("estimate", msg, **est.as_dict(), rows=batch.rows, seq_len=batch.seq_len, generations=batch.generations)
+    # Without a GPU the estimate is kept (the report compares it with a later GPU run) but not logged: it is no
+    # news on a CPU-only run.
+    ctx.event("estimate", msg, quiet=not on_gpu, **est.as_dict(), rows=batch.rows, seq_len=batch.seq_len,
+              generations=batch.generations)
     ctx.metric(0, **{"vram/estimate_mb": est.total_gb * 1024})
     return est
 
