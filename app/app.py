@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ from textual.screen import ModalScreen
 from textual.worker import Worker, WorkerState
 
 from app.control import EtaUpdate, RunControl
-from app.messages import RunDelta, RunOpened
+from app.messages import RunDelta, RunOpened, RunProblem
 from app.run_model import RunModel
 from app.widgets.health_strip import first_fire_notices
 from engine import config as config_mod
@@ -22,6 +23,7 @@ from engine.progress import eta_left
 from engine.runner.follow import Follower
 from engine.dims import equal_weights
 from engine.errors import UserError
+from engine.store.check import describe_unreadable
 from engine.text import inert
 
 POLL_S = 0.2
@@ -155,7 +157,7 @@ class AbaApp(RunControl, App):
         from textual.worker import get_current_worker
 
         worker = get_current_worker()
-        poller = Follower(run_dir)  # the same reader `aba run` and `aba tail` follow with
+        poller: Follower | None = None
         consumed = self._delta_consumed
         try:
             while not worker.is_cancelled:
@@ -163,15 +165,43 @@ class AbaApp(RunControl, App):
                     self.poll_waits += 1  # the panel is behind: wait for it rather than pile up messages
                 if worker.is_cancelled:
                     break
-                delta = poller.poll()
+                try:
+                    if poller is None:
+                        poller = Follower(run_dir)  # the same reader `aba run` and `aba tail` follow with
+                    delta = poller.poll()
+                    running = [s for s in delta.stages if s.status == "running"]
+                    etas = {s.name: eta_left(poller.store, s) for s in running}
+                except (sqlite3.Error, OSError, UserError) as err:
+                    # Damaged, unreadable or gone: said instead of the stages; read again from scratch a bit later.
+                    self.post_message(RunProblem(run_dir, describe_unreadable(run_dir, err)))
+                    if poller is not None:
+                        poller.close()
+                        poller = None
+                    time.sleep(POLL_S * 10)
+                    continue
                 consumed.clear()
                 self.post_message(RunDelta(delta))
-                running = [s for s in delta.stages if s.status == "running"]
-                self.post_message(EtaUpdate(run_dir, {s.name: eta_left(poller.store, s) for s in running}))
+                self.post_message(EtaUpdate(run_dir, etas))
                 if not delta.more:
                     time.sleep(POLL_S)
         finally:
-            poller.close()
+            if poller is not None:
+                poller.close()
+
+    @on(RunProblem)
+    def _run_problem(self, message: RunProblem) -> None:
+        if message.run_dir != self.model.run_dir:
+            return
+        if message.reason != self.model.problem:
+            self.notify(inert(message.reason, oneline=True), severity="error", timeout=10, markup=False)
+        self.model.problem = message.reason
+        self.model.version += 1
+        try:
+            update = getattr(self.screen, "update_from", None)
+        except ScreenStackError:
+            return
+        if update:
+            update(self.model)
 
     @on(RunDelta)
     def _apply_delta(self, message: RunDelta) -> None:

@@ -22,3 +22,11 @@ class RunOpened(Message):
     """The panel now shows this run (None: no run yet)."""
 
     run_dir: Path | None
+
+
+@dataclass
+class RunProblem(Message):
+    """The open run's database cannot be read (damaged, not a run database, unreadable): one line why."""
+
+    run_dir: Path
+    reason: str

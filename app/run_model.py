@@ -35,6 +35,10 @@ class Series:
         self.ema[self.n : need] = ema
         self.n = need
 
+    def drop_from(self, step: float) -> None:
+        """Forget the points at `step` and after (a resumed attempt writes them again)."""
+        self.n = int(np.searchsorted(self.steps[: self.n], step, side="left")) if self.n else 0
+
     def view(self, smooth: bool = False) -> tuple[np.ndarray, np.ndarray]:
         return self.steps[: self.n], (self.ema if smooth else self.values)[: self.n]
 
@@ -56,6 +60,7 @@ class RunModel:
         self.events: list[EventRow] = []
         self.samples: dict[str, list[dict]] = {}
         self.version = 0
+        self.problem: str | None = None  # the database cannot be read: why (shown instead of the stages)
 
     def reset(self, run_dir: Path | None) -> None:
         self.__init__()  # type: ignore[misc]
@@ -64,7 +69,11 @@ class RunModel:
     def apply(self, delta: Delta) -> list[tuple[StageRow, str]]:
         """Fold a delta in; returns (stage, old status) for stages whose status changed."""
         old = {s.name: s.status for s in self.stages}
+        self.problem = None
         self.stages = delta.stages
+        for key, step in delta.restarts.items():
+            if key in self.series:
+                self.series[key].drop_from(step)
         for key, (steps, values, ema) in delta.metrics.items():
             self.series.setdefault(key, Series()).extend(steps, values, ema)
         self.logs.extend(delta.logs)

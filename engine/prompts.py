@@ -35,15 +35,44 @@ def check_turns(turns: object, where: str) -> list[dict]:
     return turns
 
 
-def load_category(path: Path, category: str) -> list[Prompt]:
+def load_category(path: Path, category: str, max_chars: int = 0, long: str = "refuse",
+                  warn=None) -> list[Prompt]:
+    """The prompts of one file, each checked. A prompt longer than `max_chars` (0: no limit) is refused with its
+    file:line, or with long='cut' keeps its last `max_chars` characters (`warn(line)` is told of each cut)."""
     out = []
     for n, row in read_jsonl(path, "prompts"):
         turns = check_turns(row.get("turns") if isinstance(row, dict) else None, f"{path}:{n}")
+        size = sum(len(t["content"]) for t in turns)
+        if max_chars and size > max_chars:
+            if long != "cut":
+                raise UserError(f"{path}:{n}: prompt of {size:,} characters is longer than datagen.max_prompt_chars"
+                                f" ({max_chars:,}); shorten it, raise the limit, or set datagen.long_prompts = \"cut\"")
+            turns = cut_turns(turns, max_chars)
+            if warn is not None:
+                warn(f"{path}:{n}: prompt of {size:,} characters cut to its last {max_chars:,}"
+                     " (datagen.long_prompts = \"cut\")")
         out.append(Prompt(prompt_key(category, turns), category, turns, f"file:{path.name}"))
     return out
 
 
-def load_prompts(folder: Path, categories: list[str]) -> dict[str, list[Prompt]]:
+def cut_turns(turns: list[dict], max_chars: int) -> list[dict]:
+    """At most `max_chars` characters of a conversation: the end of the last (user) turn, then whole earlier turns
+    while they fit; it still starts with a user turn."""
+    last = turns[-1]
+    kept = [{**last, "content": last["content"][-max_chars:]}]
+    left = max_chars - len(kept[0]["content"])
+    for t in reversed(turns[:-1]):
+        if len(t["content"]) > left:
+            break
+        kept.insert(0, t)
+        left -= len(t["content"])
+    while kept[0]["role"] != "user":
+        kept.pop(0)
+    return kept
+
+
+def load_prompts(folder: Path, categories: list[str], max_chars: int = 0, long: str = "refuse",
+                 warn=None) -> dict[str, list[Prompt]]:
     if not folder.is_dir():
         raise UserError(f"datagen.prompts_dir: {folder} is not a folder")
     out = {}
@@ -51,7 +80,7 @@ def load_prompts(folder: Path, categories: list[str]) -> dict[str, list[Prompt]]
         path = folder / f"{cat}.jsonl"
         if not path.exists():
             raise UserError(f"datagen.category_targets.{cat}: no prompt file {path}")
-        out[cat] = load_category(path, cat)
+        out[cat] = load_category(path, cat, max_chars, long, warn)
     return out
 
 

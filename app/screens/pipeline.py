@@ -105,6 +105,11 @@ class PipelineScreen(Screen):
                     _elapsed(s.started, s.ended), prog, str(fallbacks.get(s.name, "")), _reason(s, reason_w),
                     key=s.name,
                 )
+        elif model.problem and model.run_dir is not None:  # never "not started" for a run that cannot be read
+            title.update(Text(f"run {model.run_dir.name}   UNREADABLE", style="bold red"))
+            for name in getattr(app, "draft_stages", None) or STAGES:
+                table.add_row(name, Text("unknown", style="red"), "", "", "", "",
+                              Text(inert(model.problem, oneline=True), style="red"), key=name)
         else:
             for name in getattr(app, "draft_stages", None) or STAGES:
                 table.add_row(name, Text("not started", style="dim"), "", "", "", "", Text(""), key=name)

@@ -20,6 +20,7 @@ from app.widgets.chart import PALETTE, Line, LineChart
 from engine.dims import DIMENSIONS, SHORT
 from engine.progress import duration
 from engine.runner import supervisor as sup
+from engine.text import inert
 
 from engine.text import cut_middle, inert
 
@@ -46,7 +47,7 @@ def _sort_value(row: dict[str, Any], column: int) -> Any:
 
 
 def load_summaries(root: Path) -> list[dict[str, Any]]:
-    from engine.reporting.compare import run_summary
+    from engine.reporting.compare import summary_or_damage
     from engine.sweep.queue import positions
     from engine.sweep.sweeps import membership
 
@@ -54,11 +55,14 @@ def load_summaries(root: Path) -> list[dict[str, Any]]:
     out = []
     for path in sup.list_run_dirs(root):
         try:
-            sweep = membership(path)
-            out.append(run_summary(path) | {"path": path, "queue": queued.get(path.name, ""),
-                                            "sweep": sweep["sweep"] if sweep else ""})
-        except Exception:  # a run being created or a damaged database: leave it out of the table, never crash
+            row = summary_or_damage(path)  # a damaged database is a row that says so, never left out
+            if row is not None:
+                sweep = membership(path)
+                row = row | {"queue": queued.get(path.name, ""), "sweep": sweep["sweep"] if sweep else ""}
+        except Exception:  # noqa: BLE001 - a run being created: never crash the list
             continue
+        if row is not None:
+            out.append(row | {"path": path})
     return out
 
 
@@ -128,7 +132,7 @@ class RunsScreen(ReportsFailures, Screen):
                        f"{r['checklist_passed']}/{r['checklist_total']}" if r["checklist_total"] else ""]
             table.add_row(
                 "●" if r["id"] in self.marked else "", Text(" " + cut_middle(r["id"], ID_W)),
-                Text(" " + cut_middle(inert(r["name"], oneline=True), NAME_W)),
+                Text(" " + cut_middle(inert(r["name"], oneline=True), NAME_W), style="bold red" if r.get("damaged") else ""),
                 *[Text(" " + v, justify="right") for v in numbers],
                 Text(" " + " ".join([*([f"[{r['queue']}]"] if r.get("queue") else []),  # the queue's order
                                      *(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())])),

@@ -1,11 +1,14 @@
 """Trace review: a paged table over every trace, filters and sorting, the trace in full, and score edits.
 
 Every read of the run database runs in a thread worker that hands back a message; edits go through one writer
-thread, in the order they were made. The UI thread only draws.
+thread, in the order they were made, each keyed by the trace it was typed on. A value is shown once its transaction
+committed (until then the pane says "saving"); a failed commit says why in one line. A run that cannot be written
+opens read-only and says so. The UI thread only draws.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
 from rich.text import Text
@@ -23,7 +26,7 @@ from app.screens.trace_dialogs import Filters, FilterScreen, ScoreInput, SortPic
 from app.widgets.trace_table import TraceTable, legend, sort_label
 from engine.dims import DIMENSIONS, SHORT
 from engine.errors import UserError
-from engine.store import RunStore
+from engine.store import RunStore, open_for_edits, write_failure
 from engine.text import inert
 
 
@@ -64,6 +67,9 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
         self._agreement_dims: set[str] = set()
         self._agreement_timer = None
         self._count_text = ""
+        self.readonly_reason: str | None = None  # why edits are off (a read-only run), or None
+        self._pending: dict[int, int] = {}  # trace id -> edits queued and not yet committed
+        self._signature: tuple | None = None  # what the table shows was read at this review state
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -75,6 +81,7 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
                 yield Static(id="trace-count")
                 yield Static(id="agreement")
             with DetailScroll(id="trace-detail"):
+                yield Static(id="trace-save")
                 yield Static(id="trace-scores")
                 yield Vertical(id="trace-body")
                 yield Static(id="trace-more")
@@ -106,32 +113,49 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
 
     @work(thread=True, exclusive=True, group="trace-open", exit_on_error=False)
     def _open(self, run_dir) -> None:
-        store = RunStore(run_dir / "run.db")
-        self.app.call_from_thread(self._store_opened, run_dir, store)
+        store, readonly = open_for_edits(run_dir / "run.db")
+        self.app.call_from_thread(self._store_opened, run_dir, store, readonly)
 
-    def _store_opened(self, run_dir, store: RunStore | None) -> None:
+    def _store_opened(self, run_dir, store: RunStore | None, readonly: str | None = None) -> None:
         if run_dir != self._run:  # another run was opened meanwhile
             if store is not None:
                 store.close()
             return
         self.store = store
+        self.readonly_reason = readonly
+        self._pending.clear()
+        self._signature = None
+        self._draw_save_state()
+        if readonly:
+            self.notify(inert(readonly, oneline=True), severity="warning", timeout=10, markup=False)
         self._agreement = {}
         self.reload()
         self.refresh_agreement(None)
 
     def update_from(self, model) -> None:
-        """New traces may have arrived (datagen or judge running): count them in a worker, reload on change."""
-        if self.store is not None and not model.version % 8:
+        """Every poll: new traces (datagen or judge running), or edits made by another panel or process, are read
+        in a worker; on a change the table and the trace pane are read again."""
+        if self.store is not None:
             self._count(self.store)
 
     @work(thread=True, exclusive=True, group="trace-count", exit_on_error=False)
     def _count(self, store: RunStore) -> None:
-        total = store.trace_count()
-        self.app.call_from_thread(self._counted, store, total)
+        try:
+            signature = store.review_signature()
+        except (sqlite3.Error, OSError):
+            return  # the app's poller says what is wrong with the database
+        self.app.call_from_thread(self._counted, store, signature)
 
-    def _counted(self, store: RunStore, total: int) -> None:
-        if store is self.store and total != self._last_total:
-            self.reload()
+    def _counted(self, store: RunStore, signature: tuple) -> None:
+        if store is not self.store or signature == self._signature:
+            return
+        first = self._signature is None
+        self._signature = signature
+        if not first:
+            table = self.query_one(TraceTable)
+            table.forget_rows()
+            self.show_trace(table.current_id)
+        self.reload()
 
     @property
     def weights(self) -> dict[str, float]:
@@ -150,8 +174,7 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
             self.query_one("#trace-count", Static).update(Text("no run open", style="dim"))
             return
         self._generation += 1
-        self._read_ids(self.store, self._generation, self.filters, self.sort, self.descending,
-                       keep if keep is not None else table.current_id)
+        self._read_ids(self.store, self._generation, self.filters, self.sort, self.descending, keep)
 
     @work(thread=True, exclusive=True, group="trace-ids", exit_on_error=False)
     def _read_ids(self, store: RunStore, generation: int, filters: Filters, sort: str, descending: bool,
@@ -164,7 +187,9 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
             return
         self._last_total = message.total
         self.categories = message.categories
-        self.query_one(TraceTable).load(self.store, message.ids, keep=message.keep)
+        table = self.query_one(TraceTable)
+        # The cursor stays on the trace it is on now (keys typed while the ids were read moved it), never jumps back.
+        table.load(self.store, message.ids, keep=table.current_id if message.keep is None else message.keep)
         self._count_text = f"{len(message.ids)} of {message.total} traces"
         self._draw_count()
 
@@ -176,6 +201,7 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
     # -- the trace in the right pane: read and made inert in a worker, drawn a chunk at a time --------
 
     def on_trace_table_highlighted(self, message: TraceTable.Highlighted) -> None:
+        self._draw_save_state()
         self.show_trace(message.trace_id)
 
     def show_trace(self, trace_id: int | None) -> None:
@@ -234,43 +260,72 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
             self._more_chunks(len(self.view.chunks))
             self.query_one("#trace-detail", DetailScroll).scroll_end(animate=False)
 
-    # -- edits: one writer thread, in order; the row is re-sorted and the trace re-read after each ------
+    # -- edits: one writer thread, in order, each on the trace it was typed on ------------------------------
 
     def _edit(self, trace_id: int, dim: str, job, note=None) -> None:
+        """Queue `job` (a store write for trace `trace_id`) on the writer thread; EditDone says how it ended."""
+        if self.readonly_reason:
+            self.notify(inert(self.readonly_reason, oneline=True), severity="error", markup=False)
+            return
+        path = self.store.path if self.store is not None else "run.db"
+
         def run() -> None:
             try:
                 result = job()
             except UserError as err:
                 self.post_message(EditDone(trace_id, dim, None, str(err)))
-                return
-            self.post_message(EditDone(trace_id, dim, note(result) if note else None))
+            except (sqlite3.Error, OSError) as err:  # a read-only file, a full disk: said, never lost in the pool
+                self.post_message(EditDone(trace_id, dim, None, "edit not saved: " + write_failure(err, path)))
+            except Exception as err:  # noqa: BLE001 - whatever it was, the panel must not show it as saved
+                self.post_message(EditDone(trace_id, dim, None, f"edit not saved: {type(err).__name__}: {err}"))
+            else:
+                self.post_message(EditDone(trace_id, dim, note(result) if note else None))
 
+        self._pending[trace_id] = self._pending.get(trace_id, 0) + 1
+        self._draw_save_state()
         self._writer.submit(run)
 
     def on_edit_done(self, message: EditDone) -> None:
+        left = self._pending.get(message.trace_id, 1) - 1
+        if left > 0:
+            self._pending[message.trace_id] = left
+        else:
+            self._pending.pop(message.trace_id, None)
+        self._draw_save_state()
         if message.error:
             self.notify(inert(message.error, oneline=True), severity="error", markup=False)
-            return
-        if message.note:
+        elif message.note:
             self.notify(message.note, markup=False)
-        self.query_one(TraceTable).invalidate(message.trace_id)
-        self.reload(keep=message.trace_id)  # the edited row moves to its place in the sort order; re-read follows
-        self.refresh_agreement(message.dim)
+        table = self.query_one(TraceTable)
+        table.invalidate(message.trace_id)
+        if message.trace_id == table.current_id:  # what is shown is what the database holds now
+            self.show_trace(message.trace_id)
+        if not message.error:
+            self.reload()  # the edited row moves to its place in the sort order; the cursor stays where it is
+            self.refresh_agreement(message.dim)
+
+    def _draw_save_state(self) -> None:
+        line = self.query_one("#trace-save", Static)
+        tid = self.query_one(TraceTable).current_id
+        if self.readonly_reason:
+            line.update(Text(f"read-only: {inert(self.readonly_reason, oneline=True)}", style="bold yellow"))
+        elif tid in self._pending:
+            n = self._pending[tid]
+            line.update(Text(f"saving {n} edit{'s' if n > 1 else ''} of trace {tid}…", style="yellow"))
+        else:
+            line.update("")
+
+    def _current_id(self) -> int | None:
+        return self.query_one(TraceTable).current_id if self.store is not None else None
 
     def _current(self) -> dict | None:
         tid = self.query_one(TraceTable).current_id
         return self.view.trace if self.view is not None and self.view.trace["id"] == tid else None
 
-    def _set(self, t: dict, value: float | None) -> None:
+    def _set(self, trace_id: int, value: float | None) -> None:
         dim, store, weights = DIMENSIONS[self.dim_index], self.store, self.weights
-        if store is None:
-            return
-        if value is not None:  # shown at once; the writer commits it
-            t["human"][dim] = value
-            if t["effective"] is not None:
-                t["effective"][dim] = value
-            self._draw_scores()
-        self._edit(t["id"], dim, lambda: store.edit_score(t["id"], dim, value, weights))
+        if store is not None:
+            self._edit(trace_id, dim, lambda: store.edit_score(trace_id, dim, value, weights))
 
     def action_dim(self, delta: int) -> None:
         self.dim_index = (self.dim_index + delta) % len(DIMENSIONS)
@@ -278,11 +333,13 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
         self._draw_count()
 
     def action_nudge(self, delta: float) -> None:
-        t = self._current()
-        if not t or t["effective"] is None:
+        """On the trace under the cursor now, from the score the database holds when the edit commits (so keys
+        typed faster than the pane redraws each count once, on the trace they were typed on)."""
+        tid, store, weights = self._current_id(), self.store, self.weights
+        if tid is None or store is None:
             return
         dim = DIMENSIONS[self.dim_index]
-        self._set(t, round(min(1.0, max(0.0, t["effective"][dim] + delta)), 4))
+        self._edit(tid, dim, lambda: store.nudge_score(tid, dim, delta, weights))
 
     def action_set_score(self) -> None:
         t = self._current()
@@ -293,14 +350,14 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
 
         def done(value: float | None) -> None:
             if value is not None:
-                self._set(t, value)
+                self._set(t["id"], value)
 
         self.app.push_screen(ScoreInput(dim, current), done)
 
     def action_reset_score(self) -> None:
         t = self._current()
         if t and DIMENSIONS[self.dim_index] in t["human"]:
-            self._set(t, None)
+            self._set(t["id"], None)
 
     def action_undo(self) -> None:
         t, store, weights = self._current(), self.store, self.weights

@@ -158,6 +158,13 @@ class TraceTable(ReportsFailures, ScrollView, can_focus=True):
         self._page_ahead()
         self.post_message(self.Highlighted(self, self.current_id))
 
+    def forget_rows(self) -> None:
+        """Re-read every row (another panel or process changed the run)."""
+        self._rows.clear()
+        self._asked = None
+        self._page_ahead()
+        self.refresh()
+
     def invalidate(self, trace_id: int) -> None:
         """Re-read one row (after an edit)."""
         if self._rows.pop(trace_id, None) is not None:

@@ -28,10 +28,10 @@ def _wide():
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from engine.reporting.compare import run_summary
+    from engine.reporting.compare import summary_or_damage
 
     root = sup.runs_dir(args.runs_dir)
-    rows = [run_summary(d) for d in sup.list_run_dirs(root)]
+    rows = [r for r in map(summary_or_damage, sup.list_run_dirs(root)) if r is not None]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -78,7 +78,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r, row in zip(rows, cells):
         stages = " ".join(f"{k}{STATUS_MARK.get(v, '?')}" for k, v in r["stages"].items())
         data = f"  data: {r['data']}" if r["data"] else ""
-        table.add_row(cut_middle(r["id"], id_w), Text(cut_middle(inert(r["name"], oneline=True), name_w)), *row,
+        table.add_row(cut_middle(r["id"], id_w), Text(cut_middle(inert(r["name"], oneline=True), name_w),
+                                                      style="bold red" if r.get("damaged") else ""), *row,
                       Text(stages + inert(data, oneline=True)))
     c.print(table)
     return 0

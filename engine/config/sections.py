@@ -118,6 +118,12 @@ class DatagenConfig:
         "Traces per prompt in each tier (4-8 in all per the seed).",
     )
     max_prompts: int = _f(0, "Use at most this many prompts (0: all).", min=0)
+    max_prompt_chars: int = _f(
+        20_000, "Longest prompt accepted from a prompt file, in characters of all its turns (0: no limit); the model's"
+        " own limit (grpo.max_prompt_length tokens) is applied later by cutting old turns.", min=0)
+    long_prompts: str = _f(
+        "refuse", "A prompt longer than max_prompt_chars: 'refuse' stops the run before it starts (file:line), 'cut'"
+        " keeps its last max_prompt_chars characters with a warning per prompt.", choices=("refuse", "cut"))
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any
 from engine.dims import DIMENSIONS
 from engine.evaluation.tournament import ChecklistItem
 from engine.store import RunStore
+from engine.store.check import damage
 
 # Metric keys that measure the machine (its clock, its memory), not the run's numbers: two identical runs differ
 # only in these. Matched by name, or by their last part (`<dim>/step_time_s`, `judge/wall_s`).
@@ -41,9 +42,34 @@ def data_source(lineage: dict[str, Any] | None, traces: int) -> str:
     return "generated" if traces else "none"
 
 
+def summary_or_damage(run_dir: Path) -> dict[str, Any] | None:
+    """run_summary, or the damaged row when the database cannot be read; None for a run being created."""
+    import sqlite3
+
+    from engine.errors import UserError
+
+    try:
+        return run_summary(run_dir)
+    except (UserError, sqlite3.Error, OSError) as err:
+        if not (run_dir / "run.db").exists():
+            return None
+        return damaged_summary(run_dir, f"UNREADABLE: {(str(err).splitlines() or [''])[0]}")
+
+
+def damaged_summary(run_dir: Path, why: str) -> dict[str, Any]:
+    """The runs table's row for a run whose database cannot be read: its id and why, every figure empty."""
+    return {"id": run_dir.name, "name": why, "created": None, "data": "", "lineage": [], "traces": 0, "stages": {},
+            "duration_s": None, "sft_loss": None, "grpo_reward": None, "grpo_steps_averaged": 0,
+            "grpo_components": dict.fromkeys(DIMENSIONS), "rating": None, "checklist_passed": None,
+            "checklist_total": None, "damaged": why}
+
+
 def run_summary(run_dir: Path) -> dict[str, Any]:
     """One row of the runs table: name, data source, stages, duration, final SFT loss, final GRPO reward and its
     nine components, the final model's tournament rating with its interval, the checklist passed out of 5."""
+    hurt = damage(run_dir / "run.db")
+    if hurt:  # listed, marked, never left out nor read further
+        return damaged_summary(run_dir, f"DAMAGED: {hurt} (aba check --repair {run_dir.name})")
     with RunStore(run_dir / "run.db", readonly=True) as store:
         info = store.run_info()
         stages = store.stages()

@@ -16,6 +16,7 @@ class WorkerExit(IntEnum):
     USAGE = 2  # bad command line
     CANCELLED = 3
     NOT_MINE = 4  # its attempt is not this process's to run (ended, reset or taken meanwhile): nothing was touched
+    DISK_FULL = 75  # the disk filled up and even the final status could not be written: the driver records it
 
 
 class DriverExit(IntEnum):

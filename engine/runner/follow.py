@@ -44,6 +44,8 @@ class Delta:
     active: bool = True  # a stage is running or the run's driver is alive: more rows may come
     polled_at: float = field(default_factory=time.time)
     oldest_metric_time: float | None = None  # commit times of the rows carried, for the latency benchmark
+    # (stage, key) -> step: a resumed attempt redoes this step and later ones; drop them before adding `metrics`
+    restarts: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 class Follower:
@@ -63,6 +65,8 @@ class Follower:
         self.event_cursor = 0
         self.sample_ids: dict[str, int] = {}
         self._ema: dict[tuple[str, str], float] = {}
+        self._last: dict[tuple[str, str], tuple[int, int]] = {}  # (attempt, step) of the newest row read per key
+        self._restarts: dict[tuple[str, str], float] = {}
 
     def close(self) -> None:
         self.store.close()
@@ -90,8 +94,9 @@ class Follower:
             if latest and latest[0]["id"] != self.sample_ids.get(stage):
                 self.sample_ids[stage] = latest[0]["id"]
                 samples[stage] = latest
+        restarts, self._restarts = self._restarts, {}
         return Delta(self.run_dir, stages, metrics, self.metric_cursor, logs, self.log_cursor, events, samples,
-                     more=more or len(logs) == LOG_CHUNK, active=active, oldest_metric_time=oldest)
+                     more=more or len(logs) == LOG_CHUNK, active=active, oldest_metric_time=oldest, restarts=restarts)
 
     def _metrics(self) -> tuple[dict, float | None, bool]:
         if not self.want_metrics:
@@ -99,7 +104,15 @@ class Follower:
         rows = self.store.metrics_since(self.metric_cursor, limit=CHUNK)
         grouped: dict[tuple[str, str], tuple[list, list]] = {}
         for r in rows:
-            steps, values = grouped.setdefault((r.stage, r.key), ([], []))
+            key = (r.stage, r.key)
+            steps, values = grouped.setdefault(key, ([], []))
+            last = self._last.get(key)
+            if last is not None and r.attempt > last[0] and r.step <= last[1]:
+                # A resumed attempt redoes steps an earlier one wrote (the store has dropped those rows already).
+                keep = [i for i, s in enumerate(steps) if s < r.step]
+                steps[:], values[:] = [steps[i] for i in keep], [values[i] for i in keep]
+                self._restarts[key] = min(float(r.step), self._restarts.get(key, float("inf")))
+            self._last[key] = (r.attempt, r.step)
             steps.append(r.step)
             values.append(np.nan if r.value is None else r.value)
         if rows:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from engine.runner.procs import pid_alive, same_process
-from engine.store import RunStore, StageRow, StageStatus
+from engine.store import RunStore, StageRow, StageStatus, StoreError, write_failure
 
 STALE_HEARTBEAT_S = 30.0  # 15 missed heartbeats (the worker beats every 2 s)
 
@@ -43,17 +45,25 @@ def notice_crashes(store: RunStore) -> list[StageRow]:
     gone = [r for r in rows if r.status == StageStatus.RUNNING and not worker_alive(r)]
     if not gone:
         return rows
-    writer = RunStore(store.path) if store.readonly else store
+    reasons = {}
+    for row in gone:
+        # The driver records the exit code itself; arriving here means no one could.
+        tail = " | ".join(r.message.splitlines()[0] for r in store.last_logs(row.name, 3) if r.message)
+        tail = tail or log_tail(store.path.parent / row.name / "worker.log", 3)
+        reasons[row.name] = f"worker (pid {row.pid}) is gone without a final status; last log: {tail or '(none)'}"
     try:
-        for row in gone:
-            # The driver records the exit code itself; arriving here means no one could.
-            tail = " | ".join(r.message.splitlines()[0] for r in writer.last_logs(row.name, 3) if r.message)
-            tail = tail or log_tail(store.path.parent / row.name / "worker.log", 3)
-            reason = f"worker (pid {row.pid}) is gone without a final status; last log: {tail or '(none)'}"
-            writer.end_attempt(row.name, row.attempts, StageStatus.CRASHED, reason)
-    finally:
-        if writer is not store:
-            writer.close()
+        writer = RunStore(store.path) if store.readonly else store
+        try:
+            for row in gone:
+                writer.end_attempt(row.name, row.attempts, StageStatus.CRASHED, reasons[row.name])
+        finally:
+            if writer is not store:
+                writer.close()
+    except (sqlite3.Error, OSError, StoreError) as err:
+        # A full disk or a read-only run: the crash is shown (not stored) and the reader goes on reading.
+        why = write_failure(err, store.path)
+        return [replace(r, status=StageStatus.CRASHED, reason=f"{reasons[r.name]} (not recorded: {why})")
+                if r.name in reasons else r for r in store.stages()]
     return store.stages()
 
 

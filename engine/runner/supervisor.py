@@ -6,8 +6,10 @@ pipeline order and records what became of each. The CLI and the UI only start it
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+import sqlite3
 import sys
 import time
 from dataclasses import dataclass
@@ -19,9 +21,12 @@ from engine.config import STAGES, Config
 from engine.errors import UserError
 from engine.runner.grace import stop_grace
 from engine.runner.liveness import STALE_HEARTBEAT_S, driver_alive, log_tail, notice_crashes, worker_alive  # noqa: F401
-from engine.runner.exits import DriverExit, driver_exit
+from engine.runner.exits import DriverExit, WorkerExit, driver_exit
 from engine.runner.procs import ask_to_stop, describe_exit, kill_tree, pid_alive, process_started, spawn_detached  # noqa: F401
-from engine.store import RunStore, StageRow, StageStatus
+from engine.store import RunStore, StageRow, StageStatus, write_failure
+from engine.store.check import damage
+from engine.store.space import full_disk_failure, make_spare, spare_released
+from engine.text import inert
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,11 +92,18 @@ def list_run_dirs(root: Path) -> list[Path]:
 def list_runs(root: Path) -> list[RunSummary]:
     out = []
     for path in list_run_dirs(root):
+        hurt = damage(path / "run.db")  # quick_check: a damaged run is listed as such, never left out
+        if hurt:
+            out.append(RunSummary(path.name, path, "", path.stat().st_mtime, f"DAMAGED ({hurt}; aba check --repair)", []))
+            continue
         try:
             with RunStore(path / "run.db", readonly=True) as store:
                 stages = notice_crashes(store)
                 info = store.run_info()
-        except UserError:
+        except (UserError, sqlite3.Error, OSError) as err:
+            if isinstance(err, UserError) and "no run database" in str(err):
+                continue  # being created right now
+            out.append(RunSummary(path.name, path, "", 0.0, f"unreadable ({inert(str(err), oneline=True)})", []))
             continue
         out.append(RunSummary(path.name, path, info.get("name", ""), info.get("created", 0.0), run_state(stages), stages))
     return out
@@ -108,11 +120,13 @@ def create_run(cfg_path: str | Path, root: Path, stages: list[str] | None = None
     import shutil
 
     from engine.runner import datasource
+    from engine.runner.inputs import check_inputs
 
     cfg = cfg or config_mod.load(cfg_path)
     chosen = parse_stages(stages) if stages else list(cfg.run.stages)
     if data_from:
         cfg.data.from_run = data_from  # the frozen config records where the data came from
+    check_inputs(cfg, chosen)  # every file the stages will read, before anything is made (file:line: why)
     source = datasource.load_source(cfg.data.from_run, root, resolve_run) if cfg.data.from_run else None
     run_id = new_run_id()
     run_dir = root / run_id
@@ -186,6 +200,7 @@ def drive(run_dir: Path, only: list[str] | None = None) -> int:
         print(f"run {run_dir.name} has another live driver; leaving it to that one", flush=True)
         store.close()
         return DriverExit.ANOTHER_DRIVER
+    make_spare(run_dir)  # what a stage stopped by a full disk gives up to record why
     try:
         for row in store.stages():
             if only is not None and row.name not in only:
@@ -197,7 +212,13 @@ def drive(run_dir: Path, only: list[str] | None = None) -> int:
                 return code
         return DriverExit.OK
     finally:
-        store.release_driver(me)
+        try:
+            store.release_driver(me)
+        except (sqlite3.Error, OSError) as err:
+            if not full_disk_failure(err, run_dir):
+                raise
+            with spare_released(run_dir):
+                store.release_driver(me)
         store.close()
 
 
@@ -221,11 +242,29 @@ def _drive_stage(store: RunStore, run_dir: Path, stage: str) -> int | None:
     row = store.stage(stage)
     if row.status == StageStatus.RUNNING and row.attempts == n:
         if row.cancel_requested:
-            store.end_attempt(stage, n, StageStatus.CANCELLED, f"stopped on request before saving ({describe_exit(code)})", code)
+            _end(store, run_dir, stage, n, StageStatus.CANCELLED,
+                 f"stopped on request before saving ({describe_exit(code)})", code)
+        elif code == WorkerExit.DISK_FULL:  # the worker could not record it: the disk filled up
+            _end(store, run_dir, stage, n, StageStatus.FAILED,
+                 write_failure(OSError(errno.ENOSPC, "No space left on device"), run_dir / stage), code)
         else:
-            store.end_attempt(stage, n, StageStatus.CRASHED, f"{describe_exit(code)}; last output: {log_tail(log_path)}", code)
+            _end(store, run_dir, stage, n, StageStatus.CRASHED,
+                 f"{describe_exit(code)}; last output: {log_tail(log_path)}", code)
     status = next(a["status"] for a in store.attempts(stage) if a["n"] == n)
     return driver_exit(status)
+
+
+def _end(store: RunStore, run_dir: Path, stage: str, n: int, status: str, reason: str, code: int) -> None:
+    """end_attempt, on a full disk with the run folder's spare given up for it (and a one-line reason)."""
+    try:
+        store.end_attempt(stage, n, status, reason, code)
+        return
+    except (sqlite3.Error, OSError) as err:
+        if not full_disk_failure(err, run_dir):
+            raise
+        status, reason = "failed", write_failure(err, run_dir / stage)
+    with spare_released(run_dir):
+        store.end_attempt(stage, n, status, reason, code)
 
 
 def cancel(run_dir: Path, stage: str | None = None, grace_s: float | None = None, wait: bool = True) -> list[str]:
@@ -343,7 +382,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("--only", help="comma-separated stages to run instead of the selected ones")
     args = parser.parse_args(argv)
-    return drive(Path(args.run_dir).resolve(), args.only.split(",") if args.only else None)
+    run_dir = Path(args.run_dir).resolve()
+    try:
+        return drive(run_dir, args.only.split(",") if args.only else None)
+    except (sqlite3.Error, OSError) as err:
+        if not full_disk_failure(err, run_dir):
+            raise
+        try:
+            print(f"driver stopped: {write_failure(err, run_dir)}", file=sys.stderr, flush=True)
+        except OSError:
+            pass
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -18,7 +19,8 @@ from engine.runner.exits import WorkerExit
 from engine.runner.procs import install_stop_handler
 from engine.runner.threads import cap_threads
 from engine.registry import stage_module
-from engine.store import AttemptDecision, RunStore, StageStatus
+from engine.store import AttemptDecision, RunStore, StageStatus, free_space, human_bytes, write_failure
+from engine.store.space import full_disk_failure, space_needed_line, spare_released
 
 HEARTBEAT_S = 2.0
 
@@ -103,6 +105,8 @@ def run_stage(stage: str, run_dir: Path, attempt: int) -> int:
     monitor.start()
     status, reason, code = StageStatus.SUCCEEDED, None, WorkerExit.OK
     try:
+        if stage in DISK_STAGES:
+            warn_if_no_room(ctx)
         stage_module(stage).run(ctx)
         if ctx.should_stop():
             status, reason, code = StageStatus.CANCELLED, "cancelled by the user; checkpoint saved", WorkerExit.CANCELLED
@@ -110,20 +114,88 @@ def run_stage(stage: str, run_dir: Path, attempt: int) -> int:
         status, reason, code = StageStatus.CANCELLED, "cancelled by the user; checkpoint saved", WorkerExit.CANCELLED
     except (StageFailed, UserError) as err:
         status, reason, code = StageStatus.FAILED, str(err), WorkerExit.FAILED
-    except Exception as err:  # a bug in a stage: keep the traceback in the log, one line in the status
-        tb = traceback.format_exc()
-        print(tb, file=sys.stderr, flush=True)
-        store.log(stage, tb, "error")
-        status, reason, code = StageStatus.FAILED, f"{type(err).__name__}: {err}".splitlines()[0][:500], WorkerExit.FAILED
+    except Exception as err:
+        if full_disk_failure(err, run_dir):  # the disk, not a bug: one line that names it, no traceback
+            status, reason, code = StageStatus.FAILED, write_failure(err, run_dir / stage), WorkerExit.FAILED
+        else:  # a bug in a stage: keep the traceback in the log, one line in the status
+            tb = traceback.format_exc()
+            _say(tb, sys.stderr)
+            _quietly(lambda: store.log(stage, tb, "error"))
+            status = StageStatus.FAILED
+            reason, code = f"{type(err).__name__}: {err}".splitlines()[0][:500], WorkerExit.FAILED
     finally:
         done.set()
         monitor.join(timeout=5)
-    if status != StageStatus.SUCCEEDED:
-        store.log(stage, f"{status}: {reason}", "error" if status == StageStatus.FAILED else "warn")
-    if not store.end_attempt(stage, attempt, status, reason, code):
-        print(f"[{stage}] attempt {attempt} had already been ended elsewhere; {status} not recorded", flush=True)
+    code = _record_end(store, run_dir, stage, attempt, status, reason, code)
     store.close()
     return code
+
+
+DISK_STAGES = ("sft", "grpo", "grpo_dims", "entangled", "export")
+
+
+def warn_if_no_room(ctx: StageContext) -> None:
+    """Before a stage that writes checkpoints or exports: warn when what it will write (known from the model's
+    config) does not fit on the run's disk. An estimate never stops a stage."""
+    try:
+        from transformers import AutoConfig
+
+        from engine.models.loading import base_path
+        from engine.training.estimate import estimate_disk
+
+        mcfg = AutoConfig.from_pretrained(base_path(ctx.cfg, ctx.run_dir))
+        needed = estimate_disk(mcfg, lora_r=ctx.cfg.model.lora_r, target_modules=list(ctx.cfg.model.target_modules),
+                               stage=ctx.name)
+    except Exception as err:  # noqa: BLE001 - no estimate, no warning
+        ctx.log(f"disk space check skipped: {type(err).__name__}: {str(err)[:200]}")
+        return
+    line = space_needed_line(ctx.run_dir, needed, f"{ctx.name} (checkpoints and outputs)")
+    if line:
+        ctx.event("warning", line, needed=needed)
+    else:
+        ctx.log(f"disk space: {ctx.name} writes up to about {human_bytes(needed)}; {human_bytes(free_space(ctx.run_dir))}"
+                " free")
+
+
+def _say(text: str, stream=None) -> None:
+    """A line to the worker's log file, which a full disk may refuse."""
+    try:
+        print(text, file=stream or sys.stdout, flush=True)
+    except OSError:
+        pass
+
+
+def _quietly(write) -> None:
+    try:
+        write()
+    except (sqlite3.Error, OSError):
+        pass
+
+
+def _record_end(store: RunStore, run_dir: Path, stage: str, attempt: int, status: str, reason: str | None,
+                code: int) -> int:
+    """The attempt's final status, recorded even on a full disk (the run folder's spare is given up for it)."""
+    try:
+        if status != StageStatus.SUCCEEDED:
+            store.log(stage, f"{status}: {reason}", "error" if status == StageStatus.FAILED else "warn")
+        if not store.end_attempt(stage, attempt, status, reason, code):
+            _say(f"[{stage}] attempt {attempt} had already been ended elsewhere; {status} not recorded")
+        return code
+    except (sqlite3.Error, OSError) as err:
+        if not full_disk_failure(err, run_dir):
+            raise
+        if status != StageStatus.SUCCEEDED and "disk holding" not in (reason or ""):
+            status, reason, code = StageStatus.FAILED, write_failure(err, run_dir / stage), WorkerExit.FAILED
+    with spare_released(run_dir):
+        try:
+            store.end_attempt(stage, attempt, status, reason, code)
+            if status != StageStatus.SUCCEEDED:
+                _quietly(lambda: store.log(stage, f"{status}: {reason}", "error"))
+            return code
+        except (sqlite3.Error, OSError):
+            pass
+    _say(f"[{stage}] {reason} (not recorded: the disk is full)", sys.stderr)
+    return WorkerExit.DISK_FULL
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +204,15 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m engine.runner.worker STAGE RUN_DIR --attempt N  (the run's driver starts workers)",
               file=sys.stderr)
         return WorkerExit.USAGE
-    return run_stage(argv[0], Path(argv[1]).resolve(), int(argv[3]))
+    stage, run_dir, attempt = argv[0], Path(argv[1]).resolve(), int(argv[3])
+    try:
+        return run_stage(stage, run_dir, attempt)
+    except (sqlite3.Error, OSError) as err:  # before or after the stage ran: the disk filled up
+        if not full_disk_failure(err, run_dir):
+            raise
+        with RunStore(run_dir / "run.db") as store:
+            return _record_end(store, run_dir, stage, attempt, StageStatus.FAILED,
+                               write_failure(err, run_dir / stage), WorkerExit.FAILED)
 
 
 if __name__ == "__main__":

@@ -144,7 +144,8 @@ def register_prompts(ctx: StageContext, limited) -> list[tuple[int, Prompt]]:
     folder = Path(d.prompts_dir)
     if not folder.is_absolute():
         folder = Path(__file__).resolve().parent.parent.parent / folder
-    by_cat = load_prompts(folder, list(d.category_targets))
+    by_cat = load_prompts(folder, list(d.category_targets), d.max_prompt_chars, d.long_prompts,
+                          lambda line: ctx.log(line, "warn"))
     dedupe = NearDuplicateFilter()
     kept_by_cat: dict[str, list[Prompt]] = {}
     for cat, items in by_cat.items():

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import math
+import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -14,7 +17,7 @@ from typing import Any
 from engine.dims import DIMENSIONS
 from engine.errors import UserError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _J = ", ".join(f"j_{d} REAL" for d in DIMENSIONS)
 _H = ", ".join(f"h_{d} REAL" for d in DIMENSIONS)
@@ -103,11 +106,72 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX exchanges_by_turn ON exchanges (turn, id);
     """,
+    # 4 (issue 20): the attempt that wrote each metric, sample and event. A resumed attempt's row for a step replaces
+    # the earlier attempts' rows of that step and later (engine.store.telemetry), so every reader sees one series.
+    """
+    ALTER TABLE metrics ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE samples ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE events ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX metrics_by_step ON metrics (stage, key, step);
+    CREATE INDEX samples_by_step ON samples (stage, step);
+    """,
 ]
 
 
 class StoreError(UserError):
     """The run database is missing or not a run database."""
+
+
+def disk_full(err: BaseException) -> bool:
+    """ENOSPC or a quota from the OS, or SQLite's own word for it."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        return True
+    return "database or disk is full" in str(err) or "No space left on device" in str(err)
+
+
+def read_only(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return True
+    text = str(err)
+    return "readonly database" in text or "read-only" in text or "unable to open database file" in text
+
+
+def free_space(path: str | Path) -> int | None:
+    """Bytes free on the disk holding `path` (its nearest existing folder), or None when it cannot be told."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "unknown"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def write_failure(err: BaseException, path: str | Path, needed: int | None = None) -> str:
+    """One line that says why a write failed: a full disk names the disk and the space it needs, a read-only one
+    says so; anything else names the file and the error."""
+    path = Path(path)
+    folder = path.parent if path.suffix else path
+    if disk_full(err):
+        need = f"; it needs {human_bytes(needed)} more" if needed else "; free some space"
+        return (f"the disk holding {folder} is full ({human_bytes(free_space(folder))} free{need}), nothing after the"
+                f" last commit was saved; `aba resume` continues once there is room")
+    if read_only(err):
+        why = "the file or its folder is not writable" if not os.access(folder, os.W_OK) or (
+            path.exists() and not os.access(path, os.W_OK)) else str(err).splitlines()[0]
+        return f"{path} is read-only ({why}): nothing was saved"
+    first = (str(err).splitlines() or [""])[0]
+    return f"{path}: {type(err).__name__}: {first}"
 
 
 def clean_number(value: float | None) -> float | None:
@@ -124,6 +188,7 @@ class Database:
     def __init__(self, path: str | Path, *, create: bool = False, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
+        self.immutable = False  # opened read-only without its -wal/-shm files (a read-only folder)
         if not create and not self.path.exists():
             raise StoreError(f"{self.path}: no run database here")
         if readonly:
@@ -131,16 +196,17 @@ class Database:
         self._lock = threading.RLock()
         if readonly:
             # SQLite itself refuses every write on this connection ("attempt to write a readonly database").
-            uri = self.path.resolve().as_uri() + "?mode=ro"
-            self._conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False, isolation_level=None)
+            self._conn = self._open_readonly()
         else:
             self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
         self._conn.execute("PRAGMA busy_timeout = 30000")
         try:
             mode = self._conn.execute("PRAGMA journal_mode" if readonly else "PRAGMA journal_mode = WAL").fetchone()
         except sqlite3.DatabaseError as err:
+            if read_only(err):
+                raise StoreError(f"{self.path} is read-only ({err}): it can be read, not written") from None
             raise StoreError(f"{self.path}: not a run database ({err})") from None
-        if readonly and mode[0] != "wal":
+        if readonly and mode[0] != "wal" and not self.immutable:
             raise StoreError(f"{self.path}: not a run database (journal mode {mode[0]})")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
@@ -148,6 +214,22 @@ class Database:
             self._migrate()
         elif self.schema_version() != SCHEMA_VERSION:
             raise StoreError(f"{self.path}: schema version {self.schema_version()}, this aba reads {SCHEMA_VERSION}")
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """mode=ro; a WAL database whose -shm cannot be made (a read-only folder without the -wal/-shm files) is
+        opened immutable instead: no writer can be at work in a folder no one can write to."""
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            return conn
+        except sqlite3.OperationalError as err:
+            if os.access(self.path.parent, os.W_OK) and "readonly" not in str(err) and "unable to open" not in str(err):
+                return conn  # another failure: the probe below reports it
+            conn.close()
+        self.immutable = True
+        return sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30.0, check_same_thread=False,
+                               isolation_level=None)
 
     def _upgrade_if_older(self) -> None:
         """A reader of a run made by an older aba: a short-lived writer migrates it first (readers cannot)."""

@@ -14,22 +14,46 @@ class ReviewMixin:
 
     # -- human review -----------------------------------------------------------------------
 
-    def edit_score(self, trace_id: int, dim: str, value: float | None, weights: dict[str, float] | None = None) -> None:
-        """Set (or with None, clear back to the judge's) the human score of one dimension; history is kept."""
+    def edit_score(self, trace_id: int, dim: str, value: float | None, weights: dict[str, float] | None = None) -> bool:
+        """Set (or with None, clear back to the judge's) the human score of one dimension; history is kept.
+        False (and nothing recorded) when the score already is `value`."""
         if dim not in DIMENSIONS:
             raise StoreError(f"unknown dimension {dim!r}")
         if value is not None and not 0.0 <= value <= 1.0:
             raise StoreError(f"{dim}: score must be within 0..1, got {value}")
         with self._tx() as c:
-            old = c.execute(f"SELECT h_{dim} FROM traces WHERE id = ?", (trace_id,)).fetchone()
-            if old is None:
+            return self._edit(c, trace_id, dim, value, weights)
+
+    def nudge_score(self, trace_id: int, dim: str, delta: float, weights: dict[str, float] | None = None
+                    ) -> tuple[float, float] | None:
+        """Move the effective score (the human's, else the judge's) by `delta` within 0..1, read and written in one
+        transaction, so nudges typed faster than the panel redraws each build on the last. (old, new), or None
+        when nothing changed (already at the bound, or no score to move) and nothing was recorded."""
+        if dim not in DIMENSIONS:
+            raise StoreError(f"unknown dimension {dim!r}")
+        with self._tx() as c:
+            row = c.execute(f"SELECT COALESCE(h_{dim}, j_{dim}) FROM traces WHERE id = ?", (trace_id,)).fetchone()
+            if row is None:
                 raise StoreError(f"no trace {trace_id}")
-            c.execute(
-                "INSERT INTO score_edits (trace_id, dim, old, new, time) VALUES (?, ?, ?, ?, ?)",
-                (trace_id, dim, old[0], value, time.time()),
-            )
-            c.execute(f"UPDATE traces SET h_{dim} = ? WHERE id = ?", (value, trace_id))
-            self._reweigh(c, trace_id, weights)
+            if row[0] is None:
+                return None
+            new = round(min(1.0, max(0.0, row[0] + delta)), 4)
+            if abs(new - row[0]) < 1e-9:
+                return None
+            return (row[0], new) if self._edit(c, trace_id, dim, new, weights) else None
+
+    def _edit(self, c, trace_id: int, dim: str, value: float | None, weights: dict[str, float] | None) -> bool:
+        row = c.execute(f"SELECT h_{dim} FROM traces WHERE id = ?", (trace_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no trace {trace_id}")
+        old = row[0]
+        if old == value or (old is not None and value is not None and abs(old - value) < 1e-9):
+            return False  # an edit that changes nothing is not an edit (and agreement must not count it)
+        c.execute("INSERT INTO score_edits (trace_id, dim, old, new, time) VALUES (?, ?, ?, ?, ?)",
+                  (trace_id, dim, old, value, time.time()))
+        c.execute(f"UPDATE traces SET h_{dim} = ? WHERE id = ?", (value, trace_id))
+        self._reweigh(c, trace_id, weights)
+        return True
 
     def undo_edit(self, trace_id: int, weights: dict[str, float] | None = None) -> dict[str, Any] | None:
         """Undo the newest live edit of a trace. Returns the edit undone, or None."""
@@ -50,6 +74,13 @@ class ReviewMixin:
         rows = self._q(sql + (" WHERE trace_id = ? ORDER BY id" if trace_id else " ORDER BY id"), (trace_id,) if trace_id else ())
         keys = ("id", "trace_id", "dim", "old", "new", "time", "undone")
         return [dict(zip(keys, r)) for r in rows]
+
+    def review_signature(self) -> tuple:
+        """Changes whenever traces arrive, the judge scores, or anyone edits, undoes or marks a trace reviewed: a
+        panel compares it each poll to see other panels' and processes' edits."""
+        edits = self._q("SELECT COALESCE(MAX(id), 0), COALESCE(SUM(undone), 0) FROM score_edits")[0]
+        traces = self._q("SELECT COUNT(*), COALESCE(SUM(reviewed), 0), COALESCE(SUM(judged), 0) FROM traces")[0]
+        return (*edits, *traces)
 
     def set_reviewed(self, trace_id: int, reviewed: bool = True) -> None:
         with self._tx() as c:

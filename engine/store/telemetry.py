@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ class MetricRow:
     key: str
     value: float | None
     time: float
+    attempt: int = 0  # the stage's attempt that wrote it
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,33 @@ class EventRow:
     data: dict
 
 
+def attempt_of(c: sqlite3.Connection, stage: str) -> int:
+    """The stage's current attempt (0 for a name that is not a stage of the run: tools, imports, benches)."""
+    row = c.execute("SELECT attempts FROM stages WHERE name = ?", (stage,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _insert_metrics(c: sqlite3.Connection, rows: list[tuple[str, int, str, float | None, float]]) -> None:
+    """Insert rows tagged with their stage's attempt. Exactly once per attempt: a row of attempt n at step s voids
+    the rows of the same stage and key that earlier attempts wrote at step s or later (a resumed stage redoes the
+    steps after its checkpoint), in the same transaction, so no reader ever sees a step twice across attempts."""
+    attempts: dict[str, int] = {}
+    first: dict[tuple[str, str], int] = {}
+    for stage, step, key, _, _ in rows:
+        if stage not in attempts:
+            attempts[stage] = attempt_of(c, stage)
+        first[(stage, key)] = min(step, first.get((stage, key), step))
+    # Insert first, then delete: a new row's id is then above every id deleted, so ids keep growing (rowids of
+    # deleted rows at the top would be reused otherwise, and a follower reading "ids above the last seen" would
+    # miss the new rows).
+    c.executemany("INSERT INTO metrics (stage, step, key, value, time, attempt) VALUES (?, ?, ?, ?, ?, ?)",
+                  [(*r, attempts[r[0]]) for r in rows])
+    for (stage, key), step in first.items():
+        if attempts[stage]:
+            c.execute("DELETE FROM metrics WHERE stage = ? AND key = ? AND step >= ? AND attempt < ?",
+                      (stage, key, step, attempts[stage]))
+
+
 class TelemetryMixin:
     """Mixed into RunStore: needs `_tx`, `_q` and `path` from Database."""
 
@@ -49,25 +78,24 @@ class TelemetryMixin:
         when = time.time() if when is None else when
         rows = [(stage, int(step), k, _clean(v), when) for k, v in values.items()]
         with self._tx() as c:
-            c.executemany("INSERT INTO metrics (stage, step, key, value, time) VALUES (?, ?, ?, ?, ?)", rows)
+            _insert_metrics(c, rows)
 
     def add_metric_rows(self, rows: Iterable[tuple[str, int, str, float | None, float]]) -> None:
         """Bulk insert of (stage, step, key, value, time) rows in one transaction."""
         with self._tx() as c:
-            c.executemany(
-                "INSERT INTO metrics (stage, step, key, value, time) VALUES (?, ?, ?, ?, ?)",
-                ((s, st, k, _clean(v), t) for s, st, k, v, t in rows),
-            )
+            _insert_metrics(c, [(s, int(st), k, _clean(v), t) for s, st, k, v, t in rows])
 
     def metrics_since(self, after_id: int = 0, stage: str | None = None, limit: int = 100_000) -> list[MetricRow]:
         """Rows newer than `after_id`, oldest first."""
         if stage is None:
             rows = self._q(
-                "SELECT id, stage, step, key, value, time FROM metrics WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+                "SELECT id, stage, step, key, value, time, attempt FROM metrics WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
             )
         else:
             rows = self._q(
-                "SELECT id, stage, step, key, value, time FROM metrics WHERE id > ? AND stage = ? ORDER BY id LIMIT ?",
+                "SELECT id, stage, step, key, value, time, attempt FROM metrics WHERE id > ? AND stage = ?"
+                " ORDER BY id LIMIT ?",
                 (after_id, stage, limit),
             )
         return [MetricRow(*r) for r in rows]
@@ -115,11 +143,16 @@ class TelemetryMixin:
         return [LogRow(*r) for r in reversed(rows)]
 
     def event(self, stage: str, kind: str, message: str, data: dict | None = None) -> None:
+        """An event; the same event (stage, kind, message) from an earlier attempt is replaced by this one."""
         with self._tx() as c:
-            c.execute(
-                "INSERT INTO events (stage, time, kind, message, data) VALUES (?, ?, ?, ?, ?)",
-                (stage, time.time(), kind, message, json.dumps(data or {})),
+            n = attempt_of(c, stage)
+            c.execute(  # inserted before the delete: ids keep growing (see _insert_metrics)
+                "INSERT INTO events (stage, time, kind, message, data, attempt) VALUES (?, ?, ?, ?, ?, ?)",
+                (stage, time.time(), kind, message, json.dumps(data or {}), n),
             )
+            if n:
+                c.execute("DELETE FROM events WHERE stage = ? AND kind = ? AND message = ? AND attempt < ?",
+                          (stage, kind, message, n))
 
     def events(self, stage: str | None = None, kind: str | None = None, after_id: int = 0) -> list[EventRow]:
         sql, args = "SELECT id, stage, time, kind, message, data FROM events WHERE id > ?", [after_id]
@@ -146,11 +179,16 @@ class TelemetryMixin:
         return [{"stage": r[0], "kind": r[1], "path": r[2], "meta": json.loads(r[3] or "{}"), "time": r[4]} for r in rows]
 
     def add_sample(self, stage: str, step: int, prompt: str, completion: str, scores: dict, reward: float | None) -> None:
+        """A sample; an earlier attempt's samples of this step or later are replaced (see _insert_metrics)."""
         with self._tx() as c:
-            c.execute(
-                "INSERT INTO samples (stage, step, prompt, completion, scores, reward, time) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (stage, step, prompt, completion, json.dumps(scores), _clean(reward), time.time()),
+            n = attempt_of(c, stage)
+            c.execute(  # inserted before the delete: ids keep growing (see _insert_metrics)
+                "INSERT INTO samples (stage, step, prompt, completion, scores, reward, time, attempt)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (stage, step, prompt, completion, json.dumps(scores), _clean(reward), time.time(), n),
             )
+            if n:
+                c.execute("DELETE FROM samples WHERE stage = ? AND step >= ? AND attempt < ?", (stage, step, n))
 
     def samples(self, stage: str, limit: int = 20) -> list[dict[str, Any]]:
         rows = self._q(

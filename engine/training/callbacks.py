@@ -64,8 +64,9 @@ class StoreCallback(TrainerCallback):
         if not logs:
             return
         values: dict[str, float | None] = {}
+        summary = "train_runtime" in logs  # the Trainer's end-of-training line: its epoch is this step's, logged
         for key, value in logs.items():
-            if key in _SKIP or isinstance(value, bool):
+            if key in _SKIP or isinstance(value, bool) or (summary and key == "epoch"):
                 continue
             if isinstance(value, (int, float)) or value is None:
                 values[self.prefix + key] = value

@@ -125,3 +125,23 @@ def batch_from_args(args: Any, *, prompt_len: int, world_size: int = 1) -> Batch
         return Batch(rows=rows, prompt_len=prompt_len, completion_len=completion, loss_len=completion,
                      generations=generations)
     return Batch(rows=rows, prompt_len=int(getattr(args, "max_length", None) or prompt_len))
+
+
+CHECKPOINTS_KEPT = 2  # trainer.common_args: save_total_limit
+
+
+def estimate_disk(model_cfg: Any, *, lora_r: int, target_modules: list[str], stage: str) -> int:
+    """Bytes a stage writes at most: a training stage its checkpoints (LoRA weights in fp32 plus two Adam moments,
+    CHECKPOINTS_KEPT of them, and the final adapter); export the merged 16-bit model and a GGUF of it (16-bit at
+    most). Other stages: 0."""
+    shapes = _shapes(model_cfg)
+    layers = model_cfg.num_hidden_layers
+    lora = layers * sum(lora_r * sum(shapes[t]) for t in target_modules if t in shapes)
+    if stage in ("sft", "grpo", "grpo_dims", "entangled"):
+        return int(lora * 4 * 3 * CHECKPOINTS_KEPT + lora * 4) + (1 << 20)
+    if stage == "export":
+        h, vocab = model_cfg.hidden_size, model_cfg.vocab_size
+        block = layers * sum(i * o for i, o in shapes.values())
+        embed = vocab * h * (1 if getattr(model_cfg, "tie_word_embeddings", False) else 2)
+        return int((block + embed) * 2 * 2) + (1 << 20)
+    return 0
