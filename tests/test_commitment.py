@@ -17,7 +17,7 @@ from tests.conftest import ROOT, aba, demo_variant, run_id_of
 def tiny(tmp_path_factory):
     from transformers import AutoModelForCausalLM
 
-    path = models.materialize_demo_base("demo:tiny-qwen3", 5, tmp_path_factory.mktemp("m") / "run" / "base")
+    path = models.materialize_demo_base("demo:tiny-qwen3", 3407, tmp_path_factory.mktemp("m") / "run" / "base")
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     return model, models.load_tokenizer("demo:tiny-qwen3")
 

@@ -87,7 +87,7 @@ def test_ties_merge_equals_the_formula(tmp_path):
     from engine.models import loading as models
     from engine.models.merging import merge_ties, ties_formula
 
-    base_dir = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
+    base_dir = models.materialize_demo_base("demo:tiny-qwen3", 3407, tmp_path / "run" / "base")
     paths = {}
     for i, name in enumerate(("dim_a", "dim_b")):
         torch.manual_seed(10 + i)
@@ -121,7 +121,7 @@ def test_gguf_round_trip(tmp_path):
     from engine.models import loading as models
     from engine.evaluation.gguf import verify_gguf, write_gguf
 
-    base_dir = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
+    base_dir = models.materialize_demo_base("demo:tiny-qwen3", 3407, tmp_path / "run" / "base")
     for q in ("Q8_0", "F16", "BF16"):
         out = tmp_path / f"m-{q}.gguf"
         info = write_gguf(base_dir, out, q)
@@ -139,7 +139,7 @@ def test_gguf_verification_catches_damage(tmp_path):
     from engine.models import loading as models
     from engine.evaluation.gguf import verify_gguf, write_gguf
 
-    base_dir = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
+    base_dir = models.materialize_demo_base("demo:tiny-qwen3", 3407, tmp_path / "run" / "base")
     out = tmp_path / "m.gguf"
     write_gguf(base_dir, out, "F32")
     data = bytearray(out.read_bytes())

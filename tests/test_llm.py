@@ -262,7 +262,7 @@ def test_local_backend_generates_with_a_transformers_model(tmp_path):
     from engine.models import loading as models
     from engine.llm.local import LocalBackend
 
-    path = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
+    path = models.materialize_demo_base("demo:tiny-qwen3", 3407, tmp_path / "run" / "base")
     r = LocalBackend(str(path)).generate(LLMRequest([{"role": "user", "content": "Name a colour."}], temperature=0.0, max_tokens=12))
     assert r.tokens_in > 0 and 0 < r.tokens_out <= 12
     assert "<think>" not in r.text  # reasoning is split off

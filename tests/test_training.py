@@ -27,7 +27,7 @@ def test_chat_format_think_survives_and_loss_on_assistant_only(tmp_path):
 
     from engine.tracefile import assistant_content
 
-    base = models.materialize_demo_base("demo:tiny-qwen3", 1, tmp_path / "run" / "base")
+    base = models.materialize_demo_base("demo:tiny-qwen3", 3407, tmp_path / "run" / "base")
     tok = models.load_tokenizer("demo:tiny-qwen3")
     turns = [
         {"role": "user", "content": "first question"},
