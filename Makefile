@@ -38,7 +38,8 @@ $(VENV)/pyvenv.cfg:
 # What the panel and the demo need, nothing more: the core dependencies at their locked versions.
 $(RUN_STAMP): pyproject.toml $(LOCK) | $(VENV)/pyvenv.cfg
 	@# torch alone from the CPU index (its dependencies come from PyPI in the next step, at their locked versions).
-	$(PY) -c "import torch" 2>/dev/null || $(PIP) --no-deps $(TORCH_FROM) torch
+	@# A CPU torch wheel pip already has at hand (a local wheel folder in its config) is taken without asking any index.
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) --no-deps --no-index torch 2>/dev/null || $(PIP) --no-deps $(TORCH_FROM) torch
 	$(PIP) -e .
 	@touch $(RUN_STAMP)
 
