@@ -28,7 +28,7 @@ EXPECT = {
 }
 MODULES = {"_util.py", "ui_live.py"}  # imported by the benches above, not run on their own
 # Benches that need hardware this suite does not have, and the test that runs what they can do without it.
-ELSEWHERE = {"gpu_check.py": "tests/test_gpu_check.py"}  # CUDA; its --dry-run (the plan) runs on CPU there
+ELSEWHERE = {"gpu_check.py": "tests/test_gpu_check.py", "fault_soak.py": "tests/test_fault_soak.py"}  # CUDA; its --dry-run (the plan) runs on CPU there
 
 
 def test_every_bench_is_listed():

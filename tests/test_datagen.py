@@ -162,7 +162,7 @@ def test_bad_prompt_file_is_one_line(tmp_path):
     (folder / "conflict.jsonl").write_text('{"turns": [{"role": "user", "content": "ok"}]}\n{"turns": [\n')
     cfg = demo_variant(tmp_path, datagen__prompts_dir=str(folder))
     proc = aba("run", str(cfg), "--stages", "datagen")
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # found when the run is made, before any stage runs
     assert "conflict.jsonl:2:" in proc.stderr and "invalid JSON" in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -43,7 +43,7 @@ async def test_n_then_enter_on_an_empty_runs_folder_runs_the_demo_to_the_end(run
         await wait_for(pilot, settled, timeout=3600)
         assert _cells(table) == dict.fromkeys(DEMO_STAGES, "succeeded"), [
             (s.name, s.status, s.reason) for s in app.model.stages]
-        assert "idle" in text_of(app.screen.query_one("#run-title"))
+        assert "succeeded" in text_of(app.screen.query_one("#run-title"))  # the same word as `aba status`
     (run_dir,) = sup.list_run_dirs(runs_dir)
     with RunStore(run_dir / "run.db", readonly=True) as s:
         assert s.run_info()["name"] == "demo" and not (s.lineage() or {}).get("source_id")

@@ -65,9 +65,14 @@ def parse_response(payload: dict[str, Any], model: str = "") -> LLMResult:
 def require_google(module: str, package: str) -> None:
     """The Google clients are the `vertex` extra (the demo and the panel do without): one line when one is missing."""
     import importlib.util
+    import sys
 
+    parts = module.split(".")
+    # A package blocked in sys.modules (None) hides everything under it, even a submodule imported before.
+    blocked = any(".".join(parts[:i]) in sys.modules and sys.modules[".".join(parts[:i])] is None
+                  for i in range(1, len(parts) + 1))
     try:
-        found = importlib.util.find_spec(module) is not None
+        found = not blocked and importlib.util.find_spec(module) is not None
     except ImportError:  # no `google` namespace at all
         found = False
     if not found:

@@ -28,6 +28,8 @@ def run(ctx: StageContext) -> None:
     adapter = ctx.folder / "adapter"
     cached = sft_cache.find(ctx.run_dir.parent, key) if ctx.cfg.sft.reuse else None
     if cached is not None:
+        if not ctx.primary:
+            return  # rank 0 copies the cached adapter; the other ranks have nothing to train
         sft_cache.take(cached, adapter)
         record = {"reused": True, "hash": key, "cache": cached["path"], "source_run": cached["source_run"],
                   "steps": cached.get("steps")}
@@ -40,6 +42,8 @@ def run(ctx: StageContext) -> None:
     if ctx.should_stop():
         return  # the callback saved a checkpoint at this step; resume continues from it
     trainer.save_model(str(adapter))
+    if not ctx.primary:
+        return  # only rank 0 saves the adapter (the Trainer's should_save), records it and publishes it
     steps = trainer.state.global_step
     ctx.artifact("adapter", adapter, backend=backend.name, steps=steps, inputs_hash=key)
     ctx.log(f"SFT adapter saved to {adapter} after {steps} steps")
