@@ -41,6 +41,8 @@ $(RUN_STAMP): pyproject.toml $(LOCK) | $(VENV)/pyvenv.cfg
 	@# A CPU torch wheel pip already has at hand (a local wheel folder in its config) is taken without asking any index.
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) --no-deps --no-index torch 2>/dev/null || $(PIP) --no-deps $(TORCH_FROM) torch
 	$(PIP) -e .
+	@# The demo's base model, built once here from its config and seed (weights are never committed).
+	$(PY) data/demo/build_model.py
 	@touch $(RUN_STAMP)
 
 # The test extra on top: test tools, llama.cpp compiled with every core, Unsloth + bitsandbytes for their CPU paths.

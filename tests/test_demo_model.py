@@ -13,7 +13,7 @@ SEED = tomllib.loads(DEMO.read_text(encoding="utf-8"))["run"]["seed"]
 def test_shipped_demo_model_fits_the_demo_seed_and_todays_data():
     assert models.shipped_demo_base(NAME, SEED) == models.DEMO_SHIPPED, (
         "data/demo/tiny-qwen3 is missing or stale (tokenizer, shipped text or tiny config changed): "
-        "run `python data/demo/build_model.py` and commit the result")
+        "run `python data/demo/build_model.py` (make runs it at set-up)")
     assert models.shipped_demo_base(NAME, SEED + 1) is None  # another seed builds its own
     size = (models.DEMO_SHIPPED / "model.safetensors").stat().st_size
     assert size < 2 * 1024 * 1024, f"{size} bytes: the shipped demo model should stay about 1 MB"
@@ -27,7 +27,7 @@ def test_a_run_on_the_demo_seed_copies_the_shipped_weights(tmp_path, monkeypatch
     assert not (tmp_path / "cache").exists()  # nothing was built
 
 def test_the_script_rebuilds_the_shipped_weights(tmp_path):
-    """The committed file is what data/demo/build_model.py makes from the seed (same code, same pre-training)."""
+    """The set-up's build is what data/demo/build_model.py makes from the seed (same code, same pre-training)."""
     import importlib.util
 
     from safetensors.torch import load_file

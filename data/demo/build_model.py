@@ -1,4 +1,4 @@
-"""Builds the demo base model `demo:tiny-qwen3` for the demo's seed into tiny-qwen3/ (about 1 MB, committed).
+"""Builds the demo base model `demo:tiny-qwen3` for the demo's seed into tiny-qwen3/ (about 1 MB; `make` runs it at set-up, the weights are not committed).
 
     python data/demo/build_model.py            # seed 3407, the demo's (data/configs/demo.toml)
 
