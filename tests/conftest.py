@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "configs" / "demo.toml"
 sys.path.insert(0, str(ROOT))
+import engine  # noqa: E402,F401  (before any test imports torch: its OpenMP threads wait passively, see engine/__init__.py)
 
 
 def _shared_dir(tmp_path_factory, name: str) -> Path:

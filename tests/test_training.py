@@ -181,7 +181,7 @@ def test_cancel_mid_grpo_then_resume_same_global_step(tmp_path, runs_dir):
     assert 4 <= ckpt_step <= stopped_at + 1
     sup.wait(run_dir, timeout_s=30)
     sup.resume(run_dir)
-    rows = sup.wait(run_dir, timeout_s=300)
+    rows = sup.wait(run_dir, timeout_s=900)
     grpo = next(r for r in rows if r.name == "grpo")
     assert grpo.status == "succeeded" and grpo.attempts == 2
     with RunStore(run_dir / "run.db") as store:

@@ -189,6 +189,24 @@ def test_worker_threads_are_its_share_unless_configured(monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise():
+    """A fresh interpreter that imports the engine (as every stage worker does before torch) runs torch's OpenMP pool
+    with OMP_WAIT_POLICY=PASSIVE; a value the user set is kept. bench/cpu_contention.py measures why."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    code = "import engine, os, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env=dict(env, OMP_WAIT_POLICY="ACTIVE"), cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
+
+
 def test_aba_run_prints_progress_and_eta(tmp_path, runs_dir, busy_env, monkeypatch):
     from tests.conftest import aba, write_config
 

@@ -50,7 +50,9 @@ class EvalScreen(ReadingScreen):
                 yield Static(id="ratings")
                 yield Static(id="checklist")
                 yield Static(id="export-status")
-                yield ProgressBar(id="export-progress", show_eta=False)
+                bar = ProgressBar(id="export-progress", show_eta=False)
+                bar.display = False
+                yield bar
         yield Footer(compact=True, show_command_palette=False)  # q and ? stay on at 80 columns (ctrl+p: palette)
 
     def on_screen_resume(self) -> None:  # also the first time the screen is shown
@@ -59,7 +61,9 @@ class EvalScreen(ReadingScreen):
     def update_from(self, model) -> None:
         export = model.stage("export")
         bar = self.query_one("#export-progress", ProgressBar)
-        if export is not None and export.progress_total:
+        # No bar until the export has a total: an empty bar would pulse as if something were running.
+        bar.display = bool(export is not None and export.progress_total)
+        if bar.display:
             bar.update(total=export.progress_total, progress=export.progress or 0)
         status = Text("export: ")
         status.append(export.status if export else "not in this run", style="bold")
