@@ -96,6 +96,71 @@ def _safetensor_files(model_dir: Path) -> list[Path]:
     return files
 
 
+def _rope_parameters(cfg: dict) -> dict:
+    """HF's RoPE settings in either layout: transformers 5's `rope_parameters`, or `rope_scaling` beside a top-level
+    `rope_theta` (the Hub's Llama 3.1 config.json)."""
+    params = {**(cfg.get("rope_scaling") or {}), **(cfg.get("rope_parameters") or {})}
+    params["rope_type"] = str(params.get("rope_type") or params.get("type") or "default").lower()
+    params.setdefault("rope_theta", cfg.get("rope_theta"))
+    return params
+
+
+def _llama3_rope_factors(params: dict, cfg: dict, head_dim: int) -> np.ndarray:
+    """Llama 3.1's wavelength-dependent scaling as llama.cpp's `rope_freqs` tensor, one divisor per rotated pair: 1 for
+    short wavelengths, `factor` for long ones, smoothed between (LlamaModel.generate_extra_tensors in llama.cpp's
+    convert_hf_to_gguf.py; transformers' _compute_llama3_parameters divides inv_freq the same way). The original
+    context comes from the RoPE settings first, where transformers reads it."""
+    freqs = 1.0 / float(params["rope_theta"]) ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    factor = float(params.get("factor", 8.0))
+    low, high = float(params.get("low_freq_factor", 1.0)), float(params.get("high_freq_factor", 4.0))
+    old = float(params.get("original_max_position_embeddings") or cfg.get("original_max_position_embeddings") or 8192)
+    wavelen = 2 * np.pi / freqs
+    with np.errstate(divide="ignore", invalid="ignore"):  # low == high leaves no band to smooth
+        smooth = (old / wavelen - low) / (high - low)
+        middle = 1 / ((1 - smooth) / factor + smooth)
+    return np.where(wavelen < old / high, 1.0, np.where(wavelen > old / low, factor, middle)).astype(np.float32)
+
+
+def _add_rope(writer, model_dir: Path, cfg: dict, arch_name: str, head_dim: int) -> np.ndarray | None:
+    """RoPE's base and scaling as llama.cpp's converter writes them (TextModel.set_gguf_parameters: linear and YaRN as
+    metadata); Llama 3.1's `llama3` scaling comes back as the `rope_freqs` tensor to write with the weights. Any other
+    kind is refused: llama.cpp would run it unscaled."""
+    import gguf
+
+    params = _rope_parameters(cfg)
+    if params["rope_theta"] is None:  # transformers' defaults
+        params["rope_theta"] = 1e6 if arch_name == "qwen3" else 1e4
+    writer.add_rope_freq_base(float(params["rope_theta"]))
+    kind = params["rope_type"]
+    if kind == "default":
+        return None
+    if kind == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(params["factor"]))
+        return None
+    if kind == "yarn":
+        # As the converter: type, factor, original context. llama.cpp then rounds the correction range (transformers'
+        # truncate=true) and scales attention by 0.1 ln(factor) + 1, transformers' default; this build reads no
+        # beta_fast/beta_slow/attention factor from the GGUF for Llama (measured: the logits do not move), so a config
+        # that sets its own is refused rather than exported wrong.
+        odd = [k for k in ("attention_factor", "mscale", "mscale_all_dim") if params.get(k) is not None]
+        odd += [f"{k}={params[k]}" for k, usual in (("beta_fast", 32), ("beta_slow", 1))
+                if params.get(k) not in (None, usual)]
+        odd += ["truncate=false"] if params.get("truncate") is False else []
+        if odd:
+            raise UserError(f"{model_dir}: YaRN with {', '.join(odd)} is not written to GGUF (llama.cpp would scale it "
+                            "differently)")
+        orig = int(params["original_max_position_embeddings"])
+        writer.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        writer.add_rope_scaling_factor(float(params.get("factor") or cfg["max_position_embeddings"] / orig))
+        writer.add_rope_scaling_orig_ctx_len(orig)
+        return None
+    if kind == "llama3" and arch_name == "llama":
+        return _llama3_rope_factors(params, cfg, head_dim)
+    raise UserError(f"{model_dir}: RoPE scaling {kind!r} is not written to GGUF for {arch_name} (llama.cpp would run "
+                    "it unscaled); the export writes default, linear, yarn and, for Llama, llama3 RoPE")
+
+
 def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: Callable[[int, int, str], None] | None = None) -> dict[str, Any]:
     """Write `out` from the HF model in `model_dir`. Returns what was written (tensor count, bytes, types)."""
     import gguf
@@ -105,12 +170,6 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
         raise UserError(f"export.gguf_type: {qtype_name!r} is not one of {', '.join(TYPES)}")
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     arch_name = _architecture(model_dir, cfg)
-    if arch_name == "llama" and (cfg.get("rope_scaling") or (cfg.get("rope_parameters") or {}).get("rope_type", "default") != "default"):
-        raise UserError(f"{model_dir}: Llama rope scaling ({cfg.get('rope_scaling') or cfg.get('rope_parameters')}) is not "
-                        "written to GGUF yet; use llama.cpp's convert_hf_to_gguf.py for this model")
-    if arch_name == "llama" and (model_dir / "tokenizer.model").exists() and not (model_dir / "tokenizer.json").exists():
-        raise UserError(f"{model_dir}: a SentencePiece-only tokenizer (Llama 2) is not written to GGUF yet; save the "
-                        "tokenizer with transformers (tokenizer.json) or use llama.cpp's convert_hf_to_gguf.py")
     n_layers = cfg["num_hidden_layers"]
     arch, name_map = _arch_tables(arch_name, n_layers)
     writer = gguf.GGUFWriter(str(out), gguf.MODEL_ARCH_NAMES[arch])
@@ -124,7 +183,7 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
     head_dim = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
     writer.add_key_length(head_dim)
     writer.add_value_length(head_dim)
-    writer.add_rope_freq_base(float(cfg.get("rope_theta", (cfg.get("rope_parameters") or {}).get("rope_theta", 1e6))))
+    rope_factors = _add_rope(writer, model_dir, cfg, arch_name, head_dim)
     writer.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
     if arch_name == "llama":  # as the converter's LlamaModel.set_gguf_parameters
         writer.add_vocab_size(cfg["vocab_size"])
@@ -138,8 +197,13 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
     _add_tokenizer(writer, model_dir, cfg)
 
     # Pass 1: names, shapes and types from the safetensors headers only.
-    plan: list[tuple[Path, str, str, Any]] = []
+    plan: list[tuple[Path | None, str, str, Any]] = []
     params = 0
+    if rope_factors is not None:  # first, as the converter yields its extra tensors before the model's
+        name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
+        writer.add_tensor_info(name, rope_factors.shape, np.dtype(np.float32), rope_factors.nbytes)
+        plan.append((None, "", name, gguf.GGMLQuantizationType.F32))
+        params += rope_factors.size
     for path, hf_name, gg_name in _hf_tensors(model_dir, cfg, name_map):
         with safe_open(str(path), framework="np") as f:
             shape = tuple(f.get_slice(hf_name).get_shape())
@@ -161,8 +225,11 @@ def write_gguf(model_dir: Path, out: Path, qtype_name: str = "Q8_0", progress: C
     # Pass 2: one tensor at a time.
     types: dict[str, int] = {}
     for i, (path, hf_name, gg_name, qtype) in enumerate(plan):
-        with safe_open(str(path), framework="pt") as f:
-            data = _arranged(arch_name, cfg, hf_name, f.get_tensor(hf_name).float().numpy())
+        if path is None:
+            data = rope_factors
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                data = _arranged(arch_name, cfg, hf_name, f.get_tensor(hf_name).float().numpy())
         writer.write_tensor_data(_convert(data, qtype))
         types[qtype.name] = types.get(qtype.name, 0) + 1
         del data
@@ -182,31 +249,92 @@ def _pre_tokenizer(model_dir: Path) -> str:
     return "llama-bpe" if "p{N}{1,3}" in pre else "qwen2"
 
 
+def _spm_style(model_dir: Path) -> bool:
+    """A SentencePiece-style vocabulary (Llama 2): BPE over `▁`-marked pieces with `<0xNN>` byte fallback, which
+    llama.cpp reads as its `llama` tokenizer model, rather than byte-level BPE (`gpt2`: Qwen, Llama 3)."""
+    path = model_dir / "tokenizer.json"
+    if not path.exists():
+        return (model_dir / "tokenizer.model").exists()
+    try:
+        model = json.loads(path.read_text(encoding="utf-8")).get("model") or {}
+    except (OSError, json.JSONDecodeError):
+        return False
+    return model.get("type") == "BPE" and bool(model.get("byte_fallback"))
+
+
+def _spm_vocab(model_dir: Path, size: int) -> tuple[list[bytes], list[float], list[int]]:
+    """Tokens, scores and types for llama.cpp's `llama` tokenizer, with gguf's own vocab classes: LlamaHfVocab on the
+    tokenizer.json transformers saves (the one it trained with, added tokens included), else SentencePieceVocab on
+    tokenizer.model. LlamaHfVocab scores every token -1000 (a placeholder); llama.cpp merges the adjacent pair whose
+    joined token scores highest, so each token scores minus the rank of the first merge that makes it, which
+    replays the BPE merges in their order (SentencePiece's own scores order them the same way)."""
+    import gguf
+
+    json_path = model_dir / "tokenizer.json"
+    if json_path.exists():
+        try:
+            vocab = gguf.LlamaHfVocab(model_dir)
+        except (FileNotFoundError, TypeError) as e:  # its own checks: byte fallback and a Sequence decoder
+            raise UserError(f"{json_path}: not a SentencePiece-style Llama tokenizer gguf can read ({e})") from e
+        rank: dict[str, int] = {}
+        for r, pair in enumerate(json.loads(json_path.read_text(encoding="utf-8"))["model"].get("merges") or []):
+            a, b = pair if isinstance(pair, list) else pair.split(" ", 1)
+            rank.setdefault(a + b, r)
+        last = len(rank)  # single characters, which no merge makes, score below every merge
+        entries = [(text, -float(rank.get(text.decode("utf-8"), last)) if kind == gguf.TokenType.NORMAL else score,
+                    kind) for text, score, kind in vocab.all_tokens()]
+    else:
+        if gguf.vocab.SentencePieceProcessor is None:
+            raise UserError(f"{model_dir}: reading tokenizer.model needs the sentencepiece package; or save the "
+                            "tokenizer with transformers (tokenizer.json)")
+        entries = list(gguf.SentencePieceVocab(model_dir).all_tokens())
+    tokens = [text for text, _, _ in entries]
+    scores = [float(score) for _, score, _ in entries]
+    types = [int(kind) for _, _, kind in entries]
+    for i in range(len(tokens), size):  # embedding rows beyond the tokenizer, as the converter pads them
+        tokens.append(f"[PAD{i}]".encode())
+        scores.append(-1000.0)
+        types.append(int(gguf.TokenType.UNUSED))
+    return tokens, scores, types
+
+
 def _add_tokenizer(writer, model_dir: Path, cfg: dict) -> None:
-    """BPE vocabulary, merges, special ids and the chat template, read with gguf's own SpecialVocab."""
+    """The vocabulary (byte-level BPE as `gpt2`, or SentencePiece-style as `llama`), special ids, add-BOS and the chat
+    template, read with gguf's own vocab classes and SpecialVocab as llama.cpp's converter does."""
     import gguf
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
     vocab = tok.get_vocab()
     size = max(cfg["vocab_size"], len(vocab))
-    by_id = {i: t for t, i in vocab.items()}
-    added = {t.content: t for t in tok.added_tokens_decoder.values()}
-    tokens, types = [], []
-    for i in range(size):
-        text = by_id.get(i, f"[PAD{i}]")
-        tokens.append(text)
-        if i not in by_id:
-            types.append(gguf.TokenType.UNUSED)
-        elif text in added:
-            types.append(gguf.TokenType.CONTROL if added[text].special else gguf.TokenType.USER_DEFINED)
-        else:
-            types.append(gguf.TokenType.NORMAL)
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(_pre_tokenizer(model_dir))
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=size)
+    if _spm_style(model_dir):  # the converter's LlamaModel.set_vocab: _set_vocab_sentencepiece / _set_vocab_llama_hf
+        tokens, scores, types = _spm_vocab(model_dir, size)
+        writer.add_tokenizer_model("llama")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(tokens)
+        writer.add_token_scores(scores)
+        writer.add_token_types(types)
+        if getattr(tok, "add_prefix_space", None) is False:  # llama.cpp prepends a space unless told not to
+            writer.add_add_space_prefix(False)
+        special = gguf.SpecialVocab(model_dir, n_vocab=len(tokens))
+    else:
+        by_id = {i: t for t, i in vocab.items()}
+        added = {t.content: t for t in tok.added_tokens_decoder.values()}
+        tokens, kinds = [], []
+        for i in range(size):
+            text = by_id.get(i, f"[PAD{i}]")
+            tokens.append(text)
+            if i not in by_id:
+                kinds.append(gguf.TokenType.UNUSED)
+            elif text in added:
+                kinds.append(gguf.TokenType.CONTROL if added[text].special else gguf.TokenType.USER_DEFINED)
+            else:
+                kinds.append(gguf.TokenType.NORMAL)
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(_pre_tokenizer(model_dir))
+        writer.add_token_list(tokens)
+        writer.add_token_types(kinds)
+        special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=size)
     special.add_to_gguf(writer)
     if tok.chat_template and not special.chat_template:
         writer.add_chat_template(tok.chat_template)

@@ -1,4 +1,5 @@
-"""llama.cpp (llama-cpp-python) on an exported GGUF, in a process of its own: greedy tokens, tokenization, quantize.
+"""llama.cpp (llama-cpp-python) on an exported GGUF, in a process of its own: greedy tokens, logits, tokenization,
+quantize.
 
 llama.cpp is native code: a crash there (its AMX Q8_0 path segfaults on some CPUs) must fail this one check, never
 the export stage. The stage runs `python -m engine.evaluation.llama_check COMMAND ARGS_JSON` and reads one JSON line.
@@ -39,7 +40,7 @@ def run(command: str, args: dict[str, Any], timeout_s: float = 600,
     return json.loads(lines[-1])
 
 
-def _llama(path: str, n_ctx: int = 512):
+def _llama(path: str, n_ctx: int = 512, **kwargs):
     import llama_cpp.llama_cpp as low
     from llama_cpp import Llama
 
@@ -55,7 +56,7 @@ def _llama(path: str, n_ctx: int = 512):
             return params
 
         low.llama_model_default_params = without_extra_bufts
-    return Llama(model_path=path, n_ctx=n_ctx, verbose=False, seed=0)
+    return Llama(model_path=path, n_ctx=n_ctx, verbose=False, seed=0, **kwargs)
 
 
 def _generate(args: dict[str, Any]) -> dict[str, Any]:
@@ -68,9 +69,19 @@ def _generate(args: dict[str, Any]) -> dict[str, Any]:
     return {"tokens": got}
 
 
+def _logits(args: dict[str, Any]) -> dict[str, Any]:
+    """The logits at every position of `ids` (one forward pass over the prompt), to compare with transformers'."""
+    llm = _llama(args["path"], logits_all=True)
+    llm.eval(args["ids"])
+    return {"logits": llm.scores[: len(args["ids"])].tolist()}
+
+
 def _tokenize(args: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp's own tokenizer on `text` (or each of `texts`), without BOS, special tokens parsed."""
     llm = _llama(args["path"])
-    return {"ids": [int(t) for t in llm.tokenize(args["text"].encode("utf-8"), add_bos=False, special=True)]}
+    texts = args["texts"] if "texts" in args else [args["text"]]
+    ids = [[int(t) for t in llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)] for text in texts]
+    return {"ids": ids if "texts" in args else ids[0]}
 
 
 def _quantize(args: dict[str, Any]) -> dict[str, Any]:
@@ -85,7 +96,7 @@ def _quantize(args: dict[str, Any]) -> dict[str, Any]:
     return {"path": args["dest"]} if rc == 0 else {"error": f"llama.cpp quantize to {args['qtype']} failed (code {rc})"}
 
 
-COMMANDS = {"generate": _generate, "tokenize": _tokenize, "quantize": _quantize}
+COMMANDS = {"generate": _generate, "logits": _logits, "tokenize": _tokenize, "quantize": _quantize}
 
 
 def main(argv: list[str]) -> int:
