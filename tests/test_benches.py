@@ -17,7 +17,7 @@ from tests.conftest import ROOT
 BENCH = ROOT / "bench"
 # Each bench and a line its quick run must print (the figure it exists for).
 EXPECT = {
-    "cpu_contention.py": "two runs at once: default",
+    "cpu_contention.py": "two runs at once: passive",
     "datagen_throughput.py": "of the cap (target >= 0.95)",
     "export.py": "export: Q8_0 GGUF of a",
     "grpo_judge.py": "step-time ratio vs offline judge: concurrent",
