@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.screen import ModalScreen
@@ -15,6 +15,7 @@ from textual.worker import Worker, WorkerState
 
 from app.control import EtaUpdate, RunControl
 from app.messages import RunDelta, RunOpened, RunProblem
+from app.quiet_gc import CHECK_S, QuietGC
 from app.run_model import RunModel
 from app.widgets.health_strip import first_fire_notices
 from engine import config as config_mod
@@ -85,13 +86,31 @@ class AbaApp(RunControl, App):
         self._delta_consumed.set()
         self.starting_run = False  # a run being started from this panel (its folder is not news)
         self.poll_waits = 0  # times the poll thread waited for the UI (backpressure), for the benchmark
+        self.quiet_gc = QuietGC()  # full garbage collections wait for a pause in typing
 
     def on_mount(self) -> None:
+        self.call_after_refresh(self.quiet_gc.install)  # what exists at the first frame lives as long as the panel
+        self.set_interval(CHECK_S, self.quiet_gc.tick)
         self.switch_mode("pipeline")
         self._resume_queue(self.runs_dir)
         if self.model.run_dir is not None:
             self.open_run(self.model.run_dir)
         self.watch_runs_folder()
+
+    def on_unmount(self) -> None:
+        self.quiet_gc.uninstall()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.InputEvent):
+            self.quiet_gc.input_seen()
+        await super().on_event(event)
+
+    def switch_mode(self, mode: str):
+        first = mode not in self._screen_stacks
+        done = super().switch_mode(mode)
+        if first:  # a room built for the first time: its widgets stay; out of the full collections' sight
+            self.set_timer(1.0, self.quiet_gc.freeze)
+        return done
 
     # -- runs started anywhere (the CLI, another panel) -----------------------------------------
 

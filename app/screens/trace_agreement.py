@@ -5,7 +5,8 @@ from __future__ import annotations
 from textual import work
 from textual.widgets import Static
 
-from app.screens.trace_detail import AgreementLoaded, agreement_table
+from app.screens.trace_detail import AgreementLoaded, agreement_table, as_text
+from app.widgets.quiet import update_if_changed
 from engine.dims import DIMENSIONS
 from engine.evaluation.agreement import judge_agreement
 from engine.store import RunStore
@@ -44,6 +45,7 @@ class AgreementPane:
 
     def _draw_agreement(self) -> None:
         panel = self.query_one("#agreement", Static)
-        if panel.display:
-            panel.update(agreement_table(self._agreement))
+        if panel.display:  # drawn once into a Text: a layout pass then measures lines, not a rich Table
+            width = panel.content_region.width or self.query_one("#trace-left").content_region.width
+            update_if_changed(panel, as_text(agreement_table(self._agreement), width), layout="lines")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from textual.containers import VerticalScroll
@@ -21,6 +22,8 @@ class TraceView:
     trace: dict  # the store's trace dict
     chunks: list[Text]  # the body: turns, reasoning, answer, judge's raw reply; all inert
     lines: int
+    scores: Text | None = None  # the scores table drawn for (dim_index, width), off the UI thread
+    scores_for: tuple[int, int] | None = None
 
 
 # -- messages from the traces screen's workers, and the pane that asks for more -------------------------
@@ -46,6 +49,7 @@ class EditDone(Message):
     dim: str
     note: str | None  # a toast to show (undo), or None
     error: str | None = None
+    row: str | None = None  # the trace's table row as committed (read right after the commit, by the writer)
 
 
 @dataclass
@@ -138,9 +142,33 @@ def chunked(parts: list[tuple[str, str]]) -> tuple[list[Text], int]:
     return chunks, total
 
 
-def make_view(t: dict) -> TraceView:
+def as_text(renderable, width: int) -> Text:
+    """A rich renderable drawn once into a Text of its lines (styles kept). A Static holding a rich Table renders the
+    table again on every layout pass to measure its height, and again to paint it; a Text of a dozen short lines
+    costs next to nothing in both. Safe in a worker thread (its own Console)."""
+    console = Console(width=max(width, 1), color_system="truecolor", force_terminal=True, legacy_windows=False,
+                      markup=False, emoji=False, highlight=False)
+    out = Text(end="", no_wrap=True, overflow="crop")
+    for i, line in enumerate(console.render_lines(renderable, console.options, pad=False)):
+        if i:
+            out.append("\n")
+        for seg in line:
+            if not seg.control:
+                out.append(seg.text, seg.style)
+    return out
+
+
+def scores_text(t: dict, dim_index: int, width: int) -> Text:
+    return as_text(scores_table(t, dim_index), width)
+
+
+def make_view(t: dict, dim_index: int = 0, width: int = 0) -> TraceView:
+    """The trace made inert and cut into parts, and (given the pane's width) its scores table drawn."""
     chunks, lines = chunked(body_parts(t))
-    return TraceView(t, chunks, lines)
+    view = TraceView(t, chunks, lines)
+    if width > 0:
+        view.scores, view.scores_for = scores_text(t, dim_index, width), (dim_index, width)
+    return view
 
 
 def agreement_table(rows: dict[str, dict]) -> Table:

@@ -9,6 +9,7 @@ opens read-only and says so. The UI thread only draws.
 from __future__ import annotations
 
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from rich.text import Text
@@ -21,13 +22,17 @@ from textual.widgets import Footer, Header, Static
 
 from app.failures import ReportsFailures
 from app.screens.trace_agreement import AgreementPane
-from app.screens.trace_detail import DetailScroll, EditDone, IdsLoaded, TraceLoaded, TraceView, make_view, scores_table
+from app.screens.trace_detail import DetailScroll, EditDone, IdsLoaded, TraceLoaded, TraceView, make_view, scores_text
 from app.screens.trace_dialogs import Filters, FilterScreen, ScoreInput, SortPicker
-from app.widgets.trace_table import TraceTable, legend, sort_label
+from app.widgets.quiet import update_if_changed
+from app.widgets.trace_table import TraceTable, format_row, legend, sort_label
 from engine.dims import DIMENSIONS, SHORT
 from engine.errors import UserError
 from engine.store import RunStore, open_for_edits, write_failure
 from engine.text import inert
+
+SIGNATURE_S = 1.0  # how often the run is checked for traces or edits from elsewhere
+SAVING_AFTER_S = 0.05  # "saving…" is said for an edit not committed by then (a quick commit shows its row at once)
 
 
 class TracesScreen(ReportsFailures, AgreementPane, Screen):
@@ -70,6 +75,8 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
         self.readonly_reason: str | None = None  # why edits are off (a read-only run), or None
         self._pending: dict[int, int] = {}  # trace id -> edits queued and not yet committed
         self._signature: tuple | None = None  # what the table shows was read at this review state
+        self._signature_at = 0.0
+        self._edit_store: RunStore | None = None  # the writer thread's connection (opened and used there only)
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -92,6 +99,7 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
         self.open_store()
 
     def on_unmount(self) -> None:
+        self._writer.submit(self._close_edit_store)
         self._writer.shutdown(wait=False)
 
     def on_screen_resume(self) -> None:
@@ -133,9 +141,12 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
         self.refresh_agreement(None)
 
     def update_from(self, model) -> None:
-        """Every poll: new traces (datagen or judge running), or edits made by another panel or process, are read
-        in a worker; on a change the table and the trace pane are read again."""
-        if self.store is not None:
+        """New traces (datagen or judge running), or edits made by another panel or process, are looked for in a
+        worker at most every SIGNATURE_S (the look is a scan of the traces table); on a change the rows on screen
+        and the trace pane are read again."""
+        now = time.monotonic()
+        if self.store is not None and now - self._signature_at >= SIGNATURE_S:
+            self._signature_at = now
             self._count(self.store)
 
     @work(thread=True, exclusive=True, group="trace-count", exit_on_error=False)
@@ -149,13 +160,24 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
     def _counted(self, store: RunStore, signature: tuple) -> None:
         if store is not self.store or signature == self._signature:
             return
-        first = self._signature is None
-        self._signature = signature
-        if not first:
-            table = self.query_one(TraceTable)
-            table.forget_rows()
-            self.show_trace(table.current_id)
-        self.reload()
+        old, self._signature = self._signature, signature
+        if old is None:
+            self.reload()
+            return
+        # Someone changed the run (or it is the echo of this panel's own edit): the rows on screen are read again
+        # (repainted only where they differ), and the id list only when its order or membership can have moved.
+        table = self.query_one(TraceTable)
+        table.reread_rows()
+        self.show_trace(table.current_id)
+        if old[2] != signature[2] or self._order_follows_scores():
+            self.reload()
+
+    def _order_follows_scores(self) -> bool:
+        """Whether an edit (a score, an undo, a reviewed mark) can move traces in or out of the list or in its
+        order: sorted by a score, the weighted score or the reviewed mark, or filtered on the score or review."""
+        f = self.filters
+        return (self.sort not in ("id", "category", "tier", "judge_failed") or f.min_score is not None
+                or f.max_score is not None or f.unreviewed)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -166,12 +188,12 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
     def reload(self, keep: int | None = None) -> None:
         table = self.query_one(TraceTable)
         table.sort, table.descending = self.sort, self.descending
-        self.query_one("#trace-filterbar", Static).update(
-            Text(f"{sort_label(self.sort, self.descending)}   filters: {self.filters.describe()}   (o sort, / filter)",
-                 style="dim"))
+        update_if_changed(self.query_one("#trace-filterbar", Static), Text(
+            f"{sort_label(self.sort, self.descending)}   filters: {self.filters.describe()}   (o sort, / filter)",
+            style="dim"))
         if self.store is None:
             table.load(None, [])
-            self.query_one("#trace-count", Static).update(Text("no run open", style="dim"))
+            update_if_changed(self.query_one("#trace-count", Static), Text("no run open", style="dim"))
             return
         self._generation += 1
         self._read_ids(self.store, self._generation, self.filters, self.sort, self.descending, keep)
@@ -189,14 +211,16 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
         self.categories = message.categories
         table = self.query_one(TraceTable)
         # The cursor stays on the trace it is on now (keys typed while the ids were read moved it), never jumps back.
-        table.load(self.store, message.ids, keep=table.current_id if message.keep is None else message.keep)
+        keep = table.current_id if message.keep is None else message.keep
+        if table.store is not self.store or message.ids != table.ids or keep != table.current_id:
+            table.load(self.store, message.ids, keep=keep)  # the same list in the same place: nothing to redo
         self._count_text = f"{len(message.ids)} of {message.total} traces"
         self._draw_count()
 
     def _draw_count(self) -> None:
         d = DIMENSIONS[self.dim_index]
-        self.query_one("#trace-count", Static).update(
-            Text(f"{self._count_text}  ·  editing {SHORT[d]} ({d})  ·  a: agreement", style="dim"))
+        update_if_changed(self.query_one("#trace-count", Static),
+                          Text(f"{self._count_text}  ·  editing {SHORT[d]} ({d})  ·  a: agreement", style="dim"))
 
     # -- the trace in the right pane: read and made inert in a worker, drawn a chunk at a time --------
 
@@ -207,14 +231,17 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
     def show_trace(self, trace_id: int | None) -> None:
         if trace_id is None or self.store is None:
             self.view = None
-            self.query_one("#trace-scores", Static).update(Text("no trace selected", style="dim"))
+            update_if_changed(self.query_one("#trace-scores", Static), Text("no trace selected", style="dim"))
             self._draw_body()
             return
-        self._read_trace(self.store, trace_id)
+        self._read_trace(self.store, trace_id, self.dim_index, self._scores_width())
+
+    def _scores_width(self) -> int:
+        return self.query_one("#trace-scores", Static).content_region.width
 
     @work(thread=True, exclusive=True, group="trace-detail", exit_on_error=False)
-    def _read_trace(self, store: RunStore, trace_id: int) -> None:
-        self.post_message(TraceLoaded(make_view(store.trace(trace_id))))
+    def _read_trace(self, store: RunStore, trace_id: int, dim_index: int, width: int) -> None:
+        self.post_message(TraceLoaded(make_view(store.trace(trace_id), dim_index, width)))
 
     def on_trace_loaded(self, message: TraceLoaded) -> None:
         if message.view.trace["id"] != self.query_one(TraceTable).current_id:
@@ -226,29 +253,46 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
             self._draw_body()
 
     def _draw_scores(self) -> None:
-        if self.view is not None:
-            self.query_one("#trace-scores", Static).update(scores_table(self.view.trace, self.dim_index))
+        """The scores table, drawn by the worker that read the trace (or here, for another dimension or width)."""
+        view = self.view
+        if view is None:
+            return
+        want = (self.dim_index, self._scores_width())
+        if view.scores is None or view.scores_for != want:
+            view.scores, view.scores_for = scores_text(view.trace, *want), want
+        update_if_changed(self.query_one("#trace-scores", Static), view.scores, layout="lines")
+
+    def on_resize(self) -> None:
+        self._draw_scores()
 
     def _draw_body(self) -> None:
+        """Another trace: its first part goes into the part widget already there (one layout pass, no widget
+        unmounted and mounted per cursor move); parts of a longer trace shown before are removed."""
         body = self.query_one("#trace-body", Vertical)
-        body.remove_children()
+        parts = list(body.children)
         self._shown_chunks = 0
         self.query_one("#trace-detail", DetailScroll).scroll_home(animate=False)
-        self._more_chunks(1)
+        keep = 1 if parts and self.view is not None and self.view.chunks else 0
+        if len(parts) > keep:
+            body.remove_children(parts[keep:])
+        if keep:
+            parts[0].update(self.view.chunks[0])  # type: ignore[union-attr]
+            self._shown_chunks = 1
+        self._more_chunks(0 if keep else 1)
 
     def _more_chunks(self, n: int) -> None:
         view = self.view
         more = self.query_one("#trace-more", Static)
         if view is None:
-            more.update("")
+            update_if_changed(more, Text(""))
             return
         new = view.chunks[self._shown_chunks : self._shown_chunks + n]
         if new:
             self.query_one("#trace-body", Vertical).mount_all([Static(chunk, classes="trace-chunk") for chunk in new])
             self._shown_chunks += len(new)
         left = len(view.chunks) - self._shown_chunks
-        more.update(Text(f"… {left} more part(s) of {view.lines} lines: scroll on, or End for all", style="dim")
-                    if left else "")
+        update_if_changed(more, Text(f"… {left} more part(s) of {view.lines} lines: scroll on, or End for all",
+                                     style="dim") if left else Text(""))
 
     @on(DetailScroll.NearEnd)
     def _near_end(self) -> None:
@@ -262,8 +306,22 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
 
     # -- edits: one writer thread, in order, each on the trace it was typed on ------------------------------
 
+    def _edit_store_for(self, path) -> RunStore:
+        """The writer thread's own connection to the run (reads on the screen's connection never delay a commit)."""
+        if self._edit_store is not None and self._edit_store.path != path:
+            self._close_edit_store()
+        if self._edit_store is None:
+            self._edit_store = RunStore(path)
+        return self._edit_store
+
+    def _close_edit_store(self) -> None:
+        if self._edit_store is not None:
+            self._edit_store.close()
+            self._edit_store = None
+
     def _edit(self, trace_id: int, dim: str, job, note=None) -> None:
-        """Queue `job` (a store write for trace `trace_id`) on the writer thread; EditDone says how it ended."""
+        """Queue `job(store)` (a write for trace `trace_id`) on the writer thread, which has its own connection;
+        EditDone says how it ended and carries the row as committed."""
         if self.readonly_reason:
             self.notify(inert(self.readonly_reason, oneline=True), severity="error", markup=False)
             return
@@ -271,7 +329,9 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
 
         def run() -> None:
             try:
-                result = job()
+                store = self._edit_store_for(path)
+                result = job(store)
+                rows = store.trace_summaries([trace_id])
             except UserError as err:
                 self.post_message(EditDone(trace_id, dim, None, str(err)))
             except (sqlite3.Error, OSError) as err:  # a read-only file, a full disk: said, never lost in the pool
@@ -279,10 +339,11 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
             except Exception as err:  # noqa: BLE001 - whatever it was, the panel must not show it as saved
                 self.post_message(EditDone(trace_id, dim, None, f"edit not saved: {type(err).__name__}: {err}"))
             else:
-                self.post_message(EditDone(trace_id, dim, note(result) if note else None))
+                row = format_row(rows[0]) if rows else None
+                self.post_message(EditDone(trace_id, dim, note(result) if note else None, row=row))
 
         self._pending[trace_id] = self._pending.get(trace_id, 0) + 1
-        self._draw_save_state()
+        self.set_timer(SAVING_AFTER_S, self._draw_save_state)
         self._writer.submit(run)
 
     def on_edit_done(self, message: EditDone) -> None:
@@ -297,23 +358,28 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
         elif message.note:
             self.notify(message.note, markup=False)
         table = self.query_one(TraceTable)
-        table.invalidate(message.trace_id)
+        if message.row is not None:
+            table.set_row(message.trace_id, message.row)  # the committed row, repainted in the next frame
+        else:
+            table.invalidate(message.trace_id)
         if message.trace_id == table.current_id:  # what is shown is what the database holds now
             self.show_trace(message.trace_id)
         if not message.error:
-            self.reload()  # the edited row moves to its place in the sort order; the cursor stays where it is
+            if self._order_follows_scores():
+                self.reload()  # the edited row moves to its place in the sort order; the cursor stays where it is
             self.refresh_agreement(message.dim)
 
     def _draw_save_state(self) -> None:
         line = self.query_one("#trace-save", Static)
         tid = self.query_one(TraceTable).current_id
         if self.readonly_reason:
-            line.update(Text(f"read-only: {inert(self.readonly_reason, oneline=True)}", style="bold yellow"))
-        elif tid in self._pending:
+            update_if_changed(line, Text(f"read-only: {inert(self.readonly_reason, oneline=True)}", style="bold yellow"))
+        elif tid in self._pending:  # one line, always: repainted without a layout pass
             n = self._pending[tid]
-            line.update(Text(f"saving {n} edit{'s' if n > 1 else ''} of trace {tid}…", style="yellow"))
+            update_if_changed(line, Text(f"saving {n} edit{'s' if n > 1 else ''} of trace {tid}…", style="yellow",
+                                         no_wrap=True, overflow="ellipsis"), layout=False)
         else:
-            line.update("")
+            update_if_changed(line, Text(""), layout=False)
 
     def _current_id(self) -> int | None:
         return self.query_one(TraceTable).current_id if self.store is not None else None
@@ -325,7 +391,7 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
     def _set(self, trace_id: int, value: float | None) -> None:
         dim, store, weights = DIMENSIONS[self.dim_index], self.store, self.weights
         if store is not None:
-            self._edit(trace_id, dim, lambda: store.edit_score(trace_id, dim, value, weights))
+            self._edit(trace_id, dim, lambda s: s.edit_score(trace_id, dim, value, weights))
 
     def action_dim(self, delta: int) -> None:
         self.dim_index = (self.dim_index + delta) % len(DIMENSIONS)
@@ -339,7 +405,7 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
         if tid is None or store is None:
             return
         dim = DIMENSIONS[self.dim_index]
-        self._edit(tid, dim, lambda: store.nudge_score(tid, dim, delta, weights))
+        self._edit(tid, dim, lambda s: s.nudge_score(tid, dim, delta, weights))
 
     def action_set_score(self) -> None:
         t = self._current()
@@ -375,12 +441,12 @@ class TracesScreen(ReportsFailures, AgreementPane, Screen):
 
             return f"undid {SHORT[d]} ({d}) on trace {t['id']}: {val(undone['new'])} -> {val(undone['old'])}"
 
-        self._edit(t["id"], DIMENSIONS[self.dim_index], lambda: store.undo_edit(t["id"], weights), say)
+        self._edit(t["id"], DIMENSIONS[self.dim_index], lambda s: s.undo_edit(t["id"], weights), say)
 
     def action_toggle_reviewed(self) -> None:
         t, store = self._current(), self.store
         if t and store:
-            self._edit(t["id"], DIMENSIONS[self.dim_index], lambda: store.set_reviewed(t["id"], not t["reviewed"]))
+            self._edit(t["id"], DIMENSIONS[self.dim_index], lambda s: s.set_reviewed(t["id"], not t["reviewed"]))
 
     def action_next_unreviewed(self) -> None:
         if self.store is not None:

@@ -31,6 +31,9 @@ SMALL = [("loss", "loss"), ("kl", "KL"), ("completions/mean_length", "completion
          ("learning_rate", "learning rate"), ("tokens_per_s", "tokens/s"), ("grad_norm", "grad norm")]
 HOST_SAMPLE_S = 1.0
 CHART_EVERY_S = 0.25  # live charts at 4 Hz: a poll (0.2 s) plus this stays under the 500 ms commit-to-screen target
+# Redraws are spread over frames: a frame redraws at most this many charts (each costs 2-8 ms of the UI thread to
+# draw and compose), so a key pressed while the charts catch up waits for a few charts, never for all of them.
+CHARTS_PER_FRAME = 3
 
 
 class TrainingScreen(ReportsFailures, Screen):
@@ -61,6 +64,8 @@ class TrainingScreen(ReportsFailures, Screen):
         self._last_running: str | None = None
         self._charts_at = 0.0
         self._catch_up = None
+        self._pending: dict[LineChart, list[Line]] = {}  # charts to redraw, in order, a few per frame
+        self._pumping = False
         self.prefix = ""  # grpo-dims: the dimension whose LoRA is charted ("entropy_reduction/"); "" elsewhere
         self.prefix_pinned = False  # chosen with d; otherwise the dimension training now
 
@@ -82,8 +87,16 @@ class TrainingScreen(ReportsFailures, Screen):
         yield Footer(compact=True, show_command_palette=False)  # q and ? stay on at 80 columns (ctrl+p: palette)
 
     def on_mount(self) -> None:
-        self.query_one("#dim-grid").display = False
-        self.query_one("#chart-judge").display = False
+        # The widgets every poll touches, found once (a query walks the screen's DOM each time).
+        self._reward = self.query_one("#chart-reward", LineChart)
+        self._judge = self.query_one("#chart-judge", LineChart)
+        self._dim_grid = self.query_one("#dim-grid", Grid)
+        self._dims = [self.query_one(f"#chart-dim-{i}", LineChart) for i in range(len(DIMENSIONS))]
+        self._small = [self.query_one(f"#chart-{i}", LineChart) for i in range(len(SMALL))]
+        self._title_w = self.query_one("#training-title", Static)
+        self._log_w = self.query_one("#training-log", RichLog)
+        self._dim_grid.display = False
+        self._judge.display = False
         self.update_from(self.app.model, force=True)  # type: ignore[attr-defined]
         self.set_interval(HOST_SAMPLE_S, self._sample)
         self._sample()  # the first figures at once, not a second later
@@ -180,13 +193,13 @@ class TrainingScreen(ReportsFailures, Screen):
     def update_from(self, model: RunModel, force: bool = False) -> None:
         """A poll brought rows: title and log at once; charts at most every CHART_EVERY_S, so that keys stay quick
         while metrics pour in (a key redraws at once, with force)."""
-        if (model.version == self._seen_version and not force) or not self.query("#training-title"):
+        if (model.version == self._seen_version and not force) or not hasattr(self, "_title_w"):
             return  # nothing new, or a poll that landed before the screen was composed
         self._pick_stage(model)
         self._pick_prefix(model)
         self._seen_version = model.version
-        update_if_changed(self.query_one("#training-title", Static), self._title(model))
-        log = self.query_one("#training-log", RichLog)
+        update_if_changed(self._title_w, self._title(model), layout=False)  # one line, always (#training-title)
+        log = self._log_w
         for r in model.logs:
             if r.id > self._last_log and r.stage == self.stage:
                 log.write(Text(inert(r.message), style="red" if r.level == "error" else ""))
@@ -194,7 +207,7 @@ class TrainingScreen(ReportsFailures, Screen):
             self._last_log = max(self._last_log, model.logs[-1].id)
         wait = CHART_EVERY_S - (time.monotonic() - self._charts_at)
         if force or wait <= 0:
-            self._draw_charts(model)
+            self._draw_charts(model, first=1 if force else CHARTS_PER_FRAME)
         elif self._catch_up is None:
             self._catch_up = self.set_timer(wait, self._charts_due)
 
@@ -202,7 +215,30 @@ class TrainingScreen(ReportsFailures, Screen):
         self._catch_up = None
         self._draw_charts(self.app.model)  # type: ignore[attr-defined]
 
-    def _draw_charts(self, model: RunModel) -> None:
+    # -- charts: what each shows is worked out at once; the redraws go out a few per frame --------------------
+
+    def _queue(self, chart: LineChart, lines: list[Line]) -> None:
+        self._pending[chart] = lines  # a newer picture replaces one still waiting, in its place in the order
+
+    def _pump(self, budget: int = CHARTS_PER_FRAME, scheduled: bool = False) -> None:
+        """Hand up to `budget` changed charts their lines (each repaints in the next frame); the rest after it."""
+        if scheduled:
+            self._pumping = False
+        while self._pending and budget > 0:
+            chart = next(iter(self._pending))
+            if chart.set_lines(self._pending.pop(chart)):
+                budget -= 1
+        if self._pending and not self._pumping:  # one follow-up at a time
+            self._pumping = True
+            self.call_after_refresh(self._pump, CHARTS_PER_FRAME, True)
+
+    def charts_settled(self) -> bool:
+        """Every chart shows the newest lines handed to it (tests and the bench wait for this)."""
+        return not self._pending
+
+    def _draw_charts(self, model: RunModel, first: int = CHARTS_PER_FRAME) -> None:
+        """Work out every chart's lines, then redraw: `first` charts in the next frame (the reward chart leads), the
+        others a few per frame after it."""
         self._charts_at = time.monotonic()
         keys = [k[len(self.prefix):] for k in model.keys(self.stage) if k.startswith(self.prefix)]
         # Reward: the weighted total (bold, on top) and the nine components, or the loss where there is no reward.
@@ -219,27 +255,29 @@ class TrainingScreen(ReportsFailures, Screen):
             for key, label in (("loss", "loss"), ("lm_loss", "LM loss"), ("kl_loss", "KL")):
                 if ln := self._line(model, key, label, PALETTE[0 if key == "loss" else 2], bold=key == "loss"):
                     lines.append(ln)
-        chart = self.query_one("#chart-reward", LineChart)
+        chart = self._reward
         chart.border_title = "reward: weighted total (bold) and components" if has_reward else "loss"
-        chart.set_lines(lines)
-        grid = self.query_one("#dim-grid")
+        self._queue(chart, lines)
+        grid = self._dim_grid
         grid.display = self.multiples and has_reward
         if grid.display:
             for i, d in enumerate(DIMENSIONS):
                 ln = self._line(model, f"rewards/{d}/mean", SHORT[d], PALETTE[i])
-                self.query_one(f"#chart-dim-{i}", LineChart).set_lines([ln] if ln else [])
+                self._queue(self._dims[i], [ln] if ln else [])
         self._update_judge(model, keys)
         for i, (key, title_) in enumerate(SMALL):
             ln = self._line(model, key, title_, PALETTE[i % 9])
-            self.query_one(f"#chart-{i}", LineChart).set_lines([ln] if ln else [])
+            self._queue(self._small[i], [ln] if ln else [])
+        for doctor, doctor_lines in self.query_one(DoctorCharts).chart_lines(model, self.stage, self.smooth, self.prefix):
+            self._queue(doctor, doctor_lines)
         self.query_one(VramPanel).update_from(model, self.stage)
         self.query_one(HealthStrip).update_from(model, self.stage, self.prefix)
-        self.query_one(DoctorCharts).update_from(model, self.stage, self.smooth, self.prefix)
         self._update_samples(model)
+        self._pump(first)
 
     def _update_judge(self, model: RunModel, keys: list[str]) -> None:
         """GRPO's LLM judge per step (calls, cache hits, failures), with the run's failure count in the title."""
-        chart = self.query_one("#chart-judge", LineChart)
+        chart = self._judge
         chart.display = "judge/calls" in keys
         if not chart.display:
             return
@@ -254,7 +292,7 @@ class TrainingScreen(ReportsFailures, Screen):
         lines = [ln for i, (key, label) in enumerate((("judge/calls", "calls"), ("judge/cache_hits", "cache hits"),
                                                       ("judge/failures", "failures")))
                  if (ln := self._line(model, key, label, PALETTE[(0, 2, 3)[i]]))]
-        chart.set_lines(lines)
+        self._queue(chart, lines)
 
     def _update_samples(self, model: RunModel) -> None:
         samples = model.samples.get(self.stage, [])

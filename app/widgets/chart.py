@@ -33,6 +33,14 @@ def is_flat(values: np.ndarray) -> bool:
     return bool(ok.size) and float(ok.max() - ok.min()) < 1e-9
 
 
+def last_value(values: np.ndarray) -> float | None:
+    """The last value that is not NaN (usually the very last: no copy of the series then)."""
+    if values.size and values[-1] == values[-1]:
+        return float(values[-1])
+    ok = values[~np.isnan(values)]
+    return float(ok[-1]) if ok.size else None
+
+
 def minmax_downsample(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per x-bucket (equal step ranges): bucket centre, min and max of y. Empty buckets are NaN. O(n), vectorised."""
     ok = ~np.isnan(y)
@@ -91,12 +99,13 @@ class LineChart(Widget):
         self._cache_key: tuple | None = None
         self._rows: list[Strip] = []
 
-    def set_lines(self, lines: list[Line]) -> None:
-        """Show these lines; a poll that changed nothing in them repaints nothing."""
+    def set_lines(self, lines: list[Line]) -> bool:
+        """Show these lines; a poll that changed nothing in them repaints nothing. True: it will be redrawn."""
         same = [_fingerprint(ln) for ln in lines] == [_fingerprint(ln) for ln in self.lines]
         self.lines = lines
         if not same:
             self.refresh()
+        return not same
 
     def render_line(self, y: int) -> Strip:
         # Redrawn only when the picture can have changed: size, lines, their lengths or their first/last values
@@ -107,16 +116,17 @@ class LineChart(Widget):
             self._cache_key = key
         return self._rows[y] if y < len(self._rows) else Strip.blank(self.size.width)
 
-    def legend(self, width: int) -> list[Strip]:
+    def legend(self, width: int, flat: dict[int, bool] | None = None) -> list[Strip]:
         """Every line's key and last value, wrapped over as many rows as the width needs (never cut)."""
         rows: list[list[Segment]] = [[]]
         used = 0
         for ln in sorted(self.lines, key=lambda ln: not ln.bold):  # the total first
-            last = ln.values[~np.isnan(ln.values)]
-            tail = f"={_fmt(float(last[-1]))}" if last.size else ""
-            flat = " flat" if is_flat(ln.values) and len(self.lines) > 1 else ""
-            item = [Segment("━ ", Style(color=ln.color, bold=ln.bold)), Segment(f"{ln.label}{tail}{flat}", Style(bold=ln.bold))]
-            n = 2 + len(ln.label) + len(tail) + len(flat)
+            last = last_value(ln.values)
+            tail = f"={_fmt(last)}" if last is not None else ""
+            is_flat_ = flat[id(ln)] if flat is not None else is_flat(ln.values)
+            flat_ = " flat" if is_flat_ and len(self.lines) > 1 else ""
+            item = [Segment("━ ", Style(color=ln.color, bold=ln.bold)), Segment(f"{ln.label}{tail}{flat_}", Style(bold=ln.bold))]
+            n = 2 + len(ln.label) + len(tail) + len(flat_)
             if used and used + 2 + n > width:
                 rows.append([])
                 used = 0
@@ -131,7 +141,8 @@ class LineChart(Widget):
         """All rows of the chart: plot, x axis, legend."""
         axis_w = 9
         plot_w = max(width - axis_w - 1, 4)
-        legend = self.legend(width) if self.lines else []
+        flat = {id(ln): is_flat(ln.values) for ln in self.lines}  # once per line: each is a pass over the series
+        legend = self.legend(width, flat) if self.lines else []
         legend = legend[: max(height - 3, 1)] if legend else []
         plot_h = max(height - 1 - len(legend), 2)
         dots_w, dots_h = plot_w * 2, plot_h * 4
@@ -144,7 +155,7 @@ class LineChart(Widget):
         ordered = sorted((ln for ln in self.lines if ln.values.size), key=lambda ln: ln.bold)
         samples = [(ln, *minmax_downsample(ln.steps, ln.values, dots_w)) for ln in ordered]
         # Robust y-range: a flat series (a constant component) does not stretch the axis when others move.
-        moving = [smp for smp in samples if not is_flat(smp[0].values)] or samples
+        moving = [smp for smp in samples if not flat[id(smp[0])]] or samples
         all_lo = [np.nanmin(lo) for _, _, lo, _ in moving if np.isfinite(lo).any()]
         all_hi = [np.nanmax(hi) for _, _, _, hi in moving if np.isfinite(hi).any()]
         vmin, vmax = (min(all_lo), max(all_hi)) if all_lo else (0.0, 1.0)
@@ -180,7 +191,11 @@ class LineChart(Widget):
             np.bitwise_or.at(cells, (rr // 4, cc // 2), _BITS[rr % 4, cc % 2])
             owner[rr // 4, cc // 2] = li
         styles = [Style(color=ln.color, bold=ln.bold) for ln, *_ in samples]
-        blank = Segment(" ")
+        # Each row's characters at once (braille code points, a space where no dot is set), cut into one segment per
+        # run of cells drawn by the same line (blank runs unstyled).
+        owner[cells == 0] = -1
+        codes = np.where(cells > 0, cells + 0x2800, 0x20).astype("<u4")
+        cuts = owner[:, 1:] != owner[:, :-1]
         strips = []
         shown = set()
         for row in range(plot_h):
@@ -192,18 +207,12 @@ class LineChart(Widget):
             if label and self.y_unit and len(label) + 1 + len(self.y_unit) <= axis_w:
                 label = f"{label} {self.y_unit}"
             segs = [Segment(f"{label:>{axis_w}}", muted), Segment("┤" if label else "│", muted)]
-            bits, who = cells[row].tolist(), owner[row].tolist()
-            col = 0
-            while col < plot_w:  # one segment per run of cells drawn by the same line
-                if not bits[col]:
-                    segs.append(blank)
-                    col += 1
-                    continue
-                end = col
-                while end < plot_w and bits[end] and who[end] == who[col]:
-                    end += 1
-                segs.append(Segment("".join(chr(0x2800 + b) for b in bits[col:end]), styles[who[col]]))
-                col = end
+            text = codes[row].tobytes().decode("utf-32-le")
+            who = owner[row]
+            bounds = [0, *(np.flatnonzero(cuts[row]) + 1).tolist(), plot_w]
+            for a, b in zip(bounds, bounds[1:]):
+                w = int(who[a])
+                segs.append(Segment(text[a:b], styles[w]) if w >= 0 else Segment(text[a:b]))
             strips.append(Strip(segs))
         unit = f" {self.x_unit}" if self.x_unit else ""
         left, right = _fmt(xmin) + unit, _fmt(xmax) + unit

@@ -167,10 +167,19 @@ class DoctorCharts(Grid):
             yield LineChart(title, id=f"doctor-{i}")
 
     def update_from(self, model: RunModel, stage: str, smooth: bool = False, prefix: str = "") -> None:
+        for chart, lines in self.chart_lines(model, stage, smooth, prefix):
+            chart.set_lines(lines)
+
+    def chart_lines(self, model: RunModel, stage: str, smooth: bool = False,
+                    prefix: str = "") -> list[tuple[LineChart, list[Line]]]:
+        """What each of the doctor's charts should show (the Training screen spreads the redraws over frames)."""
+        charts = list(self.query(LineChart))
+        out = []
         for i, (key, title) in enumerate(DOCTOR_CHARTS):
             s = model.get(stage, prefix + key)
             lines = []
             if s is not None and s.n:
                 steps, values = s.view(smooth)
                 lines = [Line(title, steps, values, PALETTE[(i + 3) % 9])]
-            self.query_one(f"#doctor-{i}", LineChart).set_lines(lines)
+            out.append((charts[i], lines))
+        return out

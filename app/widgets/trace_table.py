@@ -171,6 +171,32 @@ class TraceTable(ReportsFailures, ScrollView, can_focus=True):
             self._asked = None
             self._page_ahead()
 
+    def set_row(self, trace_id: int, text: str) -> None:
+        """One row as it now stands (an edit's commit read it back): repainted at once if on screen and changed."""
+        if self._rows.get(trace_id) != text:
+            self._rows[trace_id] = text
+            if trace_id in self._shown_ids():
+                self.refresh()
+        self._rows.move_to_end(trace_id)
+
+    def reread_rows(self) -> None:
+        """The run changed elsewhere: read the rows around the viewport again, keeping what is shown until the new
+        rows arrive (repainted only where they differ); rows further away are dropped (read when reached)."""
+        if self.store is None or not self.ids:
+            return
+        top = int(self.scroll_offset.y)
+        height = max(self.scrollable_content_region.height, 20)
+        lo, hi = max(top - PAGE // 2, 0), min(top + height + PAGE // 2, len(self.ids))
+        keep = set(self.ids[lo:hi])
+        for tid in [t for t in self._rows if t not in keep]:
+            del self._rows[tid]
+        self._asked = (self._generation, lo, hi)
+        self._read(self.store, self._generation, lo, self.ids[lo:hi])
+
+    def _shown_ids(self) -> list[int]:
+        top = int(self.scroll_offset.y)
+        return self.ids[top : top + self.scrollable_content_region.height]
+
     @property
     def current_id(self) -> int | None:
         return self.ids[self.cursor] if 0 <= self.cursor < len(self.ids) else None
@@ -178,12 +204,18 @@ class TraceTable(ReportsFailures, ScrollView, can_focus=True):
     # -- paging: the worker reads, the UI thread only draws what it has --------------------------
 
     def _page_ahead(self) -> None:
+        """Read the rows around the viewport before they are needed: when the rows within PAGE/4 of it are not all
+        read, the whole PAGE/2 margin on each side is read in one go (a read per ~50 rows moved, not per row)."""
         if self.store is None or not self.ids:
             return
         top = int(self.scroll_offset.y)
         height = max(self.scrollable_content_region.height, 20)
+        near_lo, near_hi = max(top - PAGE // 4, 0), min(top + height + PAGE // 4, len(self.ids))
+        rows, ids = self._rows, self.ids
+        if all(ids[i] in rows for i in range(near_lo, near_hi)):
+            return
         lo, hi = max(top - PAGE // 2, 0), min(top + height + PAGE // 2, len(self.ids))
-        missing = [i for i in range(lo, hi) if self.ids[i] not in self._rows]
+        missing = [i for i in range(lo, hi) if ids[i] not in rows]
         if not missing:
             return
         start, end = missing[0], missing[-1] + 1
@@ -203,13 +235,18 @@ class TraceTable(ReportsFailures, ScrollView, can_focus=True):
         message.stop()
         if message.store is not self.store:
             return  # rows of a run no longer open
-        self._rows.update(message.rows)  # rows are keyed by trace id: still right under another sort
-        for tid in message.rows:
+        rows = message.rows
+        # Repainted only when a row on screen is new or differs: rows read ahead of the viewport, or read again
+        # unchanged after a change elsewhere, repaint nothing.
+        changed = any(tid in rows and self._rows.get(tid) != rows[tid] for tid in self._shown_ids())
+        self._rows.update(rows)  # rows are keyed by trace id: still right under another sort
+        for tid in rows:
             self._rows.move_to_end(tid)
         self._trim()
         if self._asked and self._asked[1] == message.start:
             self._asked = None
-        self.refresh()
+        if changed:
+            self.refresh()
         self._page_ahead()
 
     def _trim(self) -> None:
