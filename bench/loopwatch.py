@@ -2,7 +2,9 @@
 the loop longer than a threshold, named by the messages and timers it handled, and where its time went (a sampling
 profiler on the UI thread: the functions seen most often while a slow step ran).
 
-    python bench/loopwatch.py switch|training|traces|live|playground [--ms 20] [--top 25] [--no-sample]
+    python bench/loopwatch.py [switch|training|traces|live|playground] [--ms 20] [--top 25] [--no-sample] [--quick]
+
+(training by default; --quick: the benches' quick sizes, to check the tool runs.)
 
 No third-party profiler: asyncio's Handle._run is timed, MessagePump._dispatch_message and Timer._tick name what ran,
 and a thread samples the UI thread's stack (sys._current_frames) every millisecond.
@@ -187,7 +189,11 @@ def main() -> None:
     import ui_panel
     from ui_live import traces_under_load
 
-    which = sys.argv[1]
+    which = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "training"
+    if "--quick" in sys.argv:
+        from ui_live import SIZE
+
+        SIZE.quick()
     slow = float(sys.argv[sys.argv.index("--ms") + 1]) / 1000 if "--ms" in sys.argv else SLOW_S
     top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 25
     watch = LoopWatch(slow, "--no-sample" not in sys.argv)
