@@ -239,6 +239,8 @@ class TrainingScreen(ReportsFailures, Screen):
     def _draw_charts(self, model: RunModel, first: int = CHARTS_PER_FRAME) -> None:
         """Work out every chart's lines, then redraw: `first` charts in the next frame (the reward chart leads), the
         others a few per frame after it."""
+        if not self.query(DoctorCharts):
+            return  # a poll or a timer that landed while the screen is built or torn down (the app closing)
         self._charts_at = time.monotonic()
         keys = [k[len(self.prefix):] for k in model.keys(self.stage) if k.startswith(self.prefix)]
         # Reward: the weighted total (bold, on top) and the nine components, or the loss where there is no reward.
