@@ -51,9 +51,17 @@ class FakeOpenAI:
                 with server.lock:
                     server.in_flight += 1
                     server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                self._counted = True
                 try:
                     self._post()
                 finally:
+                    self._leave()
+
+            def _leave(self):
+                # Leave the count BEFORE the reply is written: once the client has read it, it may send its next
+                # request (the cap lets it) while this thread has not yet returned, and would be counted twice.
+                if self._counted:
+                    self._counted = False
                     with server.lock:
                         server.in_flight -= 1
 
@@ -88,6 +96,7 @@ class FakeOpenAI:
                 return self._send(200, json.dumps(reply).encode())
 
             def _send(self, code, data, headers=None):
+                self._leave()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
