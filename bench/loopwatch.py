@@ -2,7 +2,7 @@
 the loop longer than a threshold, named by the messages and timers it handled, and where its time went (a sampling
 profiler on the UI thread: the functions seen most often while a slow step ran).
 
-    python bench/loopwatch.py switch|training|traces|live|playground [--ms 20] [--top 25] [--no-sample]
+    python bench/loopwatch.py [switch|training|traces|live|playground] [--ms 20] [--top 25] [--no-sample] [--quick]
 
 No third-party profiler: asyncio's Handle._run is timed, MessagePump._dispatch_message and Timer._tick name what ran,
 and a thread samples the UI thread's stack (sys._current_frames) every millisecond.
@@ -187,7 +187,12 @@ def main() -> None:
     import ui_panel
     from ui_live import traces_under_load
 
-    which = sys.argv[1]
+    from ui_live import SIZE
+
+    if "--quick" in sys.argv:
+        SIZE.quick()
+    args = [a for a in sys.argv[1:] if not a.startswith("--") and not a.replace(".", "").isdigit()]
+    which = args[0] if args else "training"
     slow = float(sys.argv[sys.argv.index("--ms") + 1]) / 1000 if "--ms" in sys.argv else SLOW_S
     top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 25
     watch = LoopWatch(slow, "--no-sample" not in sys.argv)

@@ -22,6 +22,7 @@ EXPECT = {
     "export.py": "export: Q8_0 GGUF of a",
     "grpo_judge.py": "step-time ratio vs offline judge: concurrent",
     "lifecycle_soak.py": "lifecycle soak: 2 sequences",
+    "loopwatch.py": "loopwatch: busy time by what ran",
     "merge.py": "equal to PEFT merge_and_unload:",
     "store_ingest.py": "store_ingest: incremental read with 20,000 rows",
     "train_overhead.py": "train_overhead: same work on both sides",
