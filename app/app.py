@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -11,6 +12,7 @@ from textual import events, on, work
 from textual.app import App, ScreenStackError
 from textual.binding import Binding
 from textual.screen import ModalScreen
+from textual.widget import AwaitMount
 from textual.worker import Worker, WorkerState
 
 from app.control import EtaUpdate, RunControl
@@ -29,6 +31,11 @@ from engine.text import inert
 
 POLL_S = 0.2
 RUNS_SCAN_S = 1.0  # how often the runs folder is listed for runs started elsewhere
+# Rooms built in the background while the person reads the first one (F8, the playground, starts a model worker
+# process: it is built when asked). A room's first build costs 150-300 ms of the UI thread (its widgets, their CSS, a
+# first layout); built ahead, its first visit paints like a later one.
+PREBUILT = ("training", "traces", "runs", "eval", "commitment")
+PREBUILD_IDLE_S = 0.5  # ... one room at a time, each after this long without a key or a click
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -91,6 +98,7 @@ class AbaApp(RunControl, App):
     def on_mount(self) -> None:
         self.call_after_refresh(self.quiet_gc.install)  # what exists at the first frame lives as long as the panel
         self.set_interval(CHECK_S, self.quiet_gc.tick)
+        self.run_worker(self._prebuild_rooms(), group="prebuild", exit_on_error=False)
         self.switch_mode("pipeline")
         self._resume_queue(self.runs_dir)
         if self.model.run_dir is not None:
@@ -111,6 +119,43 @@ class AbaApp(RunControl, App):
         if first:  # a room built for the first time: its widgets stay; out of the full collections' sight
             self.set_timer(1.0, self.quiet_gc.freeze)
         return done
+
+    async def _prebuild_rooms(self) -> None:
+        """Build the rooms not visited yet, one at a time, each once the person has not typed for PREBUILD_IDLE_S.
+
+        The steps are Textual's own for a mode's first visit (App._init_mode: the screen made, its CSS loaded,
+        registered, sized) and for a screen in the stack that is not shown (App.refresh_css: the stylesheet
+        reparsed and applied to it), without making it the current screen; its first visit then only resumes it."""
+        await asyncio.sleep(PREBUILD_IDLE_S)
+        for mode in PREBUILT:
+            while time.monotonic() - self.quiet_gc.last_input < PREBUILD_IDLE_S:
+                await asyncio.sleep(0.1)
+            if mode in self._screen_stacks or not self._running or self._exit:
+                continue  # (closing: App._close_all walks the stacks meanwhile)
+            screen = self.MODES[mode]()
+            self._load_screen_css(screen)
+            widgets = self._register(self, screen)
+            self._screen_stacks[mode] = [screen]
+            screen._screen_resized(self.size)
+            await AwaitMount(screen, widgets)
+            screen.post_message(events.Resize(self.size, self.size))  # its size classes (-wide, -tall...) set now
+            await asyncio.sleep(0.05)  # keys pressed meanwhile go first
+            if screen is not self.screen and screen._css_update_count != self._css_update_count:
+                self.stylesheet.set_variables(self.get_css_variables())
+                self.stylesheet.reparse()  # the new widgets' default CSS
+                self.stylesheet.update(screen)
+                screen._css_update_count = self._css_update_count
+        # The room shown at start was refreshed before it was mounted, so Textual never marked it up to date (its
+        # count stays -1): returning to it would reparse and reapply every stylesheet (60-110 ms). Marked here;
+        # a room that missed a change meanwhile is brought up to date first.
+        for stack in list(self._screen_stacks.values()):
+            for screen in stack:
+                if screen._css_update_count != self._css_update_count and screen.is_mounted:
+                    if screen is not self.screen:
+                        self.stylesheet.update(screen)
+                    screen._css_update_count = self._css_update_count
+        self.quiet_gc.freeze()
+        self.prebuilt_at = time.monotonic()
 
     # -- runs started anywhere (the CLI, another panel) -----------------------------------------
 

@@ -189,11 +189,12 @@ def main() -> None:
     import ui_panel
     from ui_live import traces_under_load
 
-    which = sys.argv[1] if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else "training"
-    if "--quick" in sys.argv:
-        from ui_live import SIZE
+    from ui_live import SIZE
 
+    if "--quick" in sys.argv:
         SIZE.quick()
+    args = [a for a in sys.argv[1:] if not a.startswith("--") and not a.replace(".", "").isdigit()]
+    which = args[0] if args else "training"
     slow = float(sys.argv[sys.argv.index("--ms") + 1]) / 1000 if "--ms" in sys.argv else SLOW_S
     top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 25
     watch = LoopWatch(slow, "--no-sample" not in sys.argv)

@@ -76,16 +76,17 @@ class FrameClock:
 
     async def press(self, pilot, key: str, timeout: float = 5.0) -> float:
         t0 = time.perf_counter()
-        await pilot.press(key)
+        await pilot.press(key)  # returns once the app is idle, which can be after the timeout: look, then wait
         deadline = t0 + timeout
-        while time.perf_counter() < deadline:
+        while True:
             line = next((t for t in reversed(self.lines) if t > t0), None)
             if line is not None:
                 frame = next((t for t in self.frames if t >= line), None)
                 if frame is not None:
                     return frame - t0
+            if time.perf_counter() >= deadline:
+                return timeout
             await asyncio.sleep(0.0005)
-        return timeout
 
 
 def add_human_edits(run: Path, n: int | None = None) -> None:

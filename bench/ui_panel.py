@@ -221,14 +221,15 @@ class RepaintClock:
 
     async def press(self, pilot, key: str, timeout: float = 2.0) -> float:
         t0 = time.perf_counter()
-        await pilot.press(key)
-        deadline = t0 + timeout
-        while time.perf_counter() < deadline:
+        await pilot.press(key)  # returns once the app is idle: a busy app (tokens streaming) can take longer than
+        deadline = t0 + timeout  # the timeout, the frame having come long before: look first, then wait
+        while True:
             after = [t for t in self.shown if t > t0]
             if after:
                 return after[0] - t0
+            if time.perf_counter() >= deadline:
+                return timeout
             await asyncio.sleep(0.001)
-        return timeout
 
 
 INGEST = r"""
@@ -307,7 +308,11 @@ async def training_keys(root: Path) -> None:
 async def switch_keys(root: Path) -> None:
     """Issue 19: switching rooms (F2-F7) and the Training screen's h (health) and l (completions), key press to the
     first frame painted after it, while a synthetic GRPO writer adds 1,000 metric rows/s. The first visit of each
-    room (it is built then) and the later visits are reported apart."""
+    room and the later visits are reported apart. A key for the room already shown (F3 after closing the completions
+    over Training) changes nothing and paints nothing: it is pressed but not timed (timed, it measured the wait for
+    the next poll's frame, up to 250 ms)."""
+    from textual.screen import ModalScreen
+
     from app.app import make_app
 
     run = make_fixture_run(root, "20260211-101500-switch", traces=200, with_metrics=True)
@@ -326,8 +331,12 @@ async def switch_keys(root: Path) -> None:
             await pilot.pause(0.5)
             again: list[float] = []
             training: list[float] = []
+            modes = dict(zip(rooms, ["training", "traces", "runs", "eval", "commitment", "pipeline"]))
             for _ in range(8):
                 for k in rooms:
+                    if app.current_mode == modes[k] and not isinstance(app.screen, ModalScreen):
+                        await pilot.press(k)  # the room shown already: nothing to repaint, not a switch
+                        continue
                     again.append(await clock.press(pilot, k))
                     await asyncio.sleep(0.05)
                 await clock.press(pilot, "f3")
@@ -485,22 +494,31 @@ async def playground_keys(root: Path) -> None:
         screen.ask("Should I back up my files before upgrading?")  # warm: loads the base and the adapter
         while screen.busy:
             await pilot.pause(0.1)
-        screen.settings.max_new_tokens, screen.follow_up = 160, False
-        screen.ask("Should I back up my files before upgrading?")
-        while not any(a.raw for a in screen.turn.answers.values()):
-            await pilot.pause(0.01)
-        delays = await keys(400, while_busy=True)
-        while screen.busy:
-            await pilot.pause(0.1)
-        tokens = sum(a.stats.get("new_tokens") or 0 for a in screen.turn.answers.values())
-        rates = [a.stats.get("tokens_per_s") or 0 for a in screen.turn.answers.values()]
-        firsts = screen.first_paint[-2:]
+        # Questions one after another (each a new conversation) until enough keys were pressed while tokens streamed:
+        # one 160-token question streams for a second or two, a handful of keys; a p99 wants a hundred or more.
+        delays: list[float] = []
+        firsts: list[float] = []
+        tokens, rates, questions = 0, [], 0
+        want = SIZE.keys(150)
+        while len(delays) < want and questions < 12:
+            screen.settings.max_new_tokens, screen.follow_up = 400, False
+            painted = len(screen.first_paint)
+            screen.ask("Should I back up my files before upgrading?")
+            questions += 1
+            while screen.turn is None or not any(a.raw for a in screen.turn.answers.values()):
+                await pilot.pause(0.01)
+            delays += await keys(want - len(delays), while_busy=True)
+            while screen.busy:
+                await pilot.pause(0.1)
+            tokens += sum(a.stats.get("new_tokens") or 0 for a in screen.turn.answers.values())
+            rates += [a.stats.get("tokens_per_s") or 0 for a in screen.turn.answers.values()]
+            firsts += screen.first_paint[painted:]
     print(f"ui_panel: Playground key -> repaint while the chat worker streams two models (base, then base + LoRA; "
-          f"{tokens} tokens at {', '.join(f'{r:.0f}' for r in rates)} tok/s): median {pct(delays, 50) * 1000:.0f} ms, "
-          f"p99 {pct(delays, 99) * 1000:.0f} ms over {len(delays)} keys (target p99 <= 50 ms); same keys idle: p99 "
-          f"{pct(idle, 99) * 1000:.0f} ms; first token worker -> screen: "
-          f"{', '.join(f'{t * 1000:.0f} ms' for t in firsts)} (target <= 100 ms); load average "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+          f"{questions} questions, {tokens} tokens at {pct(rates, 50):.0f} tok/s median): median "
+          f"{pct(delays, 50) * 1000:.0f} ms, p99 {pct(delays, 99) * 1000:.0f} ms over {len(delays)} keys (target p99 "
+          f"<= 50 ms); same keys idle: p99 {pct(idle, 99) * 1000:.0f} ms; first token worker -> screen over "
+          f"{len(firsts)} answers: median {pct(firsts, 50) * 1000:.0f} ms, max {max(firsts) * 1000:.0f} ms (target "
+          f"<= 100 ms); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 
 def main(only: str | None = None) -> None:

@@ -78,6 +78,9 @@ class CommitmentScreen(ReadingScreen):
     def on_commitment_screen_loaded(self, message: Loaded) -> None:
         if message.run_dir != self.app.model.run_dir:  # type: ignore[attr-defined]
             return  # read for a run no longer open
+        if (message.run_dir, message.cells) == getattr(self, "_shown", None):
+            return  # read again on each visit: the same cells as drawn are not drawn again
+        self._shown = (message.run_dir, message.cells)
         self.cells = message.cells
         self._show()
 

@@ -38,8 +38,9 @@ class CompletionsScreen(ReportsFailures, ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q", "dismiss", "Close"), Binding("left_square_bracket", "move(-1)", "Previous step"),
                 Binding("right_square_bracket", "move(1)", "Next step")]
+    # Opaque: a translucent modal blends the whole Training screen beneath into every frame (~50 ms a frame here).
     DEFAULT_CSS = """
-    CompletionsScreen { align: center middle; }
+    CompletionsScreen { align: center middle; background: $background; }
     CompletionsScreen > Vertical { width: 95%; height: 90%; border: round $accent; background: $surface; }
     CompletionsScreen #completions-title { height: auto; padding: 0 1; background: $boost; }
     CompletionsScreen DataTable { height: 1fr; }
@@ -49,6 +50,9 @@ class CompletionsScreen(ReportsFailures, ModalScreen[None]):
     @dataclass
     class Loaded(Message):
         entries: list[dict]
+        run_dir: Path
+        stage: str
+        target: float | None
 
     def __init__(self, run_dir: Path, stage: str, step: float | None = None):
         super().__init__()
@@ -68,16 +72,27 @@ class CompletionsScreen(ReportsFailures, ModalScreen[None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("group", "#", "reward", "advantage", "length", "clipped", *[SHORT[d] for d in DIMENSIONS])
-        self.load()
+
+    def show_step(self, run_dir: Path, stage: str, step: float | None) -> None:
+        """Opened again (the Training screen keeps one instance installed: no widgets built per open)."""
+        self.run_dir, self.stage, self.target = run_dir, stage, step
+
+    def on_screen_resume(self) -> None:
+        self.load()  # every open reads the stored completions again: a live GRPO stage adds sampled steps
+
+    def load(self) -> None:
+        self._read(self.run_dir, self.stage, self.target)
 
     @work(thread=True, exclusive=True, group="completions", exit_on_error=False)
-    def load(self) -> None:
-        with RunStore(self.run_dir / "run.db", readonly=True) as store:
-            results = store.results(self.stage, "completions")
-        self.post_message(self.Loaded(sorted(results.values(), key=lambda e: e["step"])))
+    def _read(self, run_dir: Path, stage: str, target: float | None) -> None:
+        with RunStore(run_dir / "run.db", readonly=True) as store:
+            results = store.results(stage, "completions")
+        self.post_message(self.Loaded(sorted(results.values(), key=lambda e: e["step"]), run_dir, stage, target))
 
     @on(Loaded)
     def _loaded(self, message: Loaded) -> None:
+        if (message.run_dir, message.stage, message.target) != (self.run_dir, self.stage, self.target):
+            return  # read for an earlier open
         self.entries = message.entries
         self.index = nearest(self.entries, self.target)
         self.show()

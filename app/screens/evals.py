@@ -15,6 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
 from app.screens.base import ReadingScreen
+from app.widgets.quiet import update_if_changed
 from engine.store import RunStore
 from engine.text import inert
 
@@ -39,6 +40,7 @@ class EvalScreen(ReadingScreen):
         super().__init__()
         self.battery: dict[str, dict] = {}
         self._seen = None
+        self._shown: tuple | None = None  # what the grid and panes show, as read: read again on each visit
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -69,7 +71,7 @@ class EvalScreen(ReadingScreen):
         status.append(export.status if export else "not in this run", style="bold")
         if export is not None and export.progress_label:
             status.append(f"  {export.progress_label}")
-        self.query_one("#export-status", Static).update(status)
+        update_if_changed(self.query_one("#export-status", Static), status)  # every poll: drawn when it changed
         key = model.status_key("eval", "export", "ties")
         if key != self._seen:
             self._seen = key
@@ -90,6 +92,10 @@ class EvalScreen(ReadingScreen):
     def on_eval_screen_loaded(self, message: Loaded) -> None:
         if message.run_dir != self.app.model.run_dir:  # type: ignore[attr-defined]
             return  # read for a run no longer open
+        shown = (message.run_dir, message.battery, message.ratings, message.checklist, message.exports)
+        if shown == self._shown:
+            return  # the same results as drawn: the grid is not rebuilt
+        self._shown = shown
         grid = self.query_one("#eval-grid", DataTable)
         grid.clear(columns=True)
         if message.run_dir is None:

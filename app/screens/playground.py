@@ -1,8 +1,10 @@
 """The playground: one question to the run's models side by side, answers streamed, judged and kept.
 
 The models run in the chat worker process (engine.playground.worker), never here: this screen sends commands and
-folds the worker's events (the same fold as `aba chat`). Token events only mark a pane dirty; a 30 Hz repaint draws
-what changed, so a fast stream never floods the event loop.
+folds the worker's events (the same fold as `aba chat`). Token events only mark a pane dirty; a 30 Hz tick draws
+what changed, so a fast stream never floods the event loop. An answer's first token is drawn on the next tick; while
+it streams on, its pane is redrawn at most every STREAM_REPAINT_S (each redraw wraps the whole answer and lays the
+screen out again as it grows: at 30 Hz that took most of the UI thread and keys waited behind it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Collapsible, DataTable, Footer, Header, Input, Label, OptionList, Static
 
 from app.screens.base import ReadingScreen
+from app.widgets.quiet import update_if_changed
 from engine.dims import DIMENSIONS, SHORT
 from engine.errors import UserError
 from engine.playground.answers import Answer, Turn
@@ -31,6 +34,8 @@ from engine.text import inert
 
 ROOT = Path(__file__).resolve().parents[2]
 REPAINT_S = 1 / 30
+YIELD_CPU = True  # the chat worker below normal priority: keys first (engine.playground.client.lower_priority)
+STREAM_REPAINT_S = 0.1  # a streaming answer's pane: 10 redraws a second (its first token and its end at once)
 NARROW = 110  # columns below which the panes stack
 
 
@@ -55,19 +60,25 @@ class AnswerPane(VerticalScroll):
         yield Static(classes="pg-scores")
 
     def show(self, a: Answer, turn: Turn) -> None:
+        """Draw what changed since the last call (the reasoning stops changing once the answer starts, the scores
+        come at the end): an unchanged part costs nothing, a changed one-line part no layout pass."""
         reasoning, answer, open_ = a.parts
         think = self.query_one(Collapsible)
-        think.title = f"thinking{' …' if open_ else ''} ({len(reasoning)} chars)" if reasoning or open_ else "thinking (none)"
-        self.query_one(".pg-reasoning", Static).update(inert_text(reasoning, "italic"))
+        title = f"thinking{' …' if open_ else ''} ({len(reasoning)} chars)" if reasoning or open_ else "thinking (none)"
+        if think.title != title:
+            think.title = title
+        update_if_changed(self.query_one(".pg-reasoning", Static), inert_text(reasoning, "italic"))
         body = inert_text(answer)
         if a.error:
             body = inert_text(a.error, "bold red")
         elif a.status == "waiting":
             body = Text("waiting…", style="dim")
-        self.query_one(".pg-answer", Static).update(body)
-        self.query_one(".pg-stats", Static).update(stats_line(a))
-        self.query_one(".pg-scores", Static).update(scores_text(a, turn))
-        self.border_subtitle = a.source and inert(a.source, oneline=True)
+        update_if_changed(self.query_one(".pg-answer", Static), body)
+        update_if_changed(self.query_one(".pg-stats", Static), stats_line(a), layout="lines")
+        update_if_changed(self.query_one(".pg-scores", Static), scores_text(a, turn))
+        subtitle = a.source and inert(a.source, oneline=True)
+        if self.border_subtitle != subtitle:
+            self.border_subtitle = subtitle
 
 
 def stats_line(a: Answer) -> Text:
@@ -214,6 +225,7 @@ class PlaygroundScreen(ReadingScreen):
         self.first_paint: list[float] = []  # worker's first-token time to its repaint, for the benchmark
         self._first_seen: dict[str, float] = {}  # per model: when the worker produced its first token
         self._painted: set[str] = set()
+        self._painted_at: dict[str, float] = {}  # per model: when its pane was last drawn (monotonic)
         self._history_rows: dict[int, list[dict]] = {}
         self._panes: dict[str, AnswerPane] = {}
         self.history_turns: list[int] = []
@@ -260,7 +272,8 @@ class PlaygroundScreen(ReadingScreen):
 
         self.state = "starting the chat worker…"
         self.client_run = run_dir
-        self.client = ChatClient(run_dir, lambda ev: self.post_message(self.WorkerEvent(run_dir, ev)))
+        self.client = ChatClient(run_dir, lambda ev: self.post_message(self.WorkerEvent(run_dir, ev)),
+                                 yield_cpu=YIELD_CPU)
 
     def _stop_worker(self) -> None:
         client, self.client, self.client_run = self.client, None, None
@@ -320,11 +333,17 @@ class PlaygroundScreen(ReadingScreen):
             return
         dirty, self.dirty = self.dirty, set()
         now = time.time()
+        tick = time.monotonic()
         for model in dirty:
             a = self.turn.answers.get(model)
             pane = self._panes.get(model)
             if pane is None:
                 continue
+            if (a is not None and a.status == "streaming" and model in self._painted
+                    and tick - self._painted_at.get(model, 0.0) < STREAM_REPAINT_S):
+                self.dirty.add(model)  # streaming on: drawn on a later tick
+                continue
+            self._painted_at[model] = tick
             if a is not None:
                 try:
                     pane.show(a, self.turn)

@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Select, Static
 
 from app.failures import ReportsFailures
 from app.widgets.chart import PALETTE, Line, LineChart
+from app.screens.base import QuickResume
 from engine.dims import DIMENSIONS, SHORT
 from engine.progress import duration
 from engine.runner import supervisor as sup
@@ -66,7 +67,7 @@ def load_summaries(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-class RunsScreen(ReportsFailures, Screen):
+class RunsScreen(ReportsFailures, QuickResume, Screen):
     BINDINGS = [
         Binding("enter", "open_run", "Open"),
         Binding("space", "mark", "Mark to compare"),
@@ -114,6 +115,8 @@ class RunsScreen(ReportsFailures, Screen):
         self.app.call_from_thread(self._show, rows)
 
     def _show(self, rows: list[dict[str, Any]]) -> None:
+        if rows == self.rows and self.query_one("#runs", DataTable).row_count:
+            return  # read again on every visit: the same runs as drawn are not drawn again
         self.rows = rows
         self._render_table()
 

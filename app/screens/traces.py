@@ -26,6 +26,7 @@ from app.screens.trace_detail import DetailScroll, EditDone, IdsLoaded, TraceLoa
 from app.screens.trace_dialogs import Filters, FilterScreen, ScoreInput, SortPicker
 from app.widgets.quiet import update_if_changed
 from app.widgets.trace_table import TraceTable, format_row, legend, sort_label
+from app.screens.base import QuickResume
 from engine.dims import DIMENSIONS, SHORT
 from engine.errors import UserError
 from engine.store import RunStore, open_for_edits, write_failure
@@ -35,7 +36,7 @@ SIGNATURE_S = 1.0  # how often the run is checked for traces or edits from elsew
 SAVING_AFTER_S = 0.05  # "saving…" is said for an edit not committed by then (a quick commit shows its row at once)
 
 
-class TracesScreen(ReportsFailures, AgreementPane, Screen):
+class TracesScreen(ReportsFailures, AgreementPane, QuickResume, Screen):
     BINDINGS = [
         Binding("escape", "focus_table", "Table", show=False),
         Binding("left_square_bracket", "dim(-1)", "prev dim", show=False),

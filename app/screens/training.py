@@ -22,6 +22,7 @@ from app.widgets.quiet import update_if_changed
 from app.widgets.chart import PALETTE, Line, LineChart
 from app.widgets.health_strip import DoctorCharts, HealthStrip, step_at
 from app.widgets.vram import HostSample, VramPanel, sample_host
+from app.screens.base import QuickResume
 from engine.dims import DIMENSIONS, SHORT
 from engine.progress import progress_cell
 from engine.registry import TRAINING_STAGES
@@ -36,7 +37,7 @@ CHART_EVERY_S = 0.25  # live charts at 4 Hz: a poll (0.2 s) plus this stays unde
 CHARTS_PER_FRAME = 3
 
 
-class TrainingScreen(ReportsFailures, Screen):
+class TrainingScreen(ReportsFailures, QuickResume, Screen):
     BINDINGS = [
         Binding("tab", "next_stage(1)", "stage", priority=True),
         Binding("shift+tab", "next_stage(-1)", "prev stage", show=False, priority=True),
@@ -374,8 +375,14 @@ class TrainingScreen(ReportsFailures, Screen):
         from app.screens.completions import CompletionsScreen
 
         run_dir = self.app.model.run_dir  # type: ignore[attr-defined]
-        if run_dir is not None:
-            self.app.push_screen(CompletionsScreen(run_dir, self.stage, step))
+        if run_dir is None:
+            return
+        # One instance, installed: opening it again does not build its widgets again (a table, a scroll pane).
+        if not self.app.is_screen_installed("completions"):
+            self.app.install_screen(CompletionsScreen(run_dir, self.stage, step), "completions")
+        screen = self.app.get_screen("completions")
+        screen.show_step(run_dir, self.stage, step)  # type: ignore[attr-defined]
+        self.app.push_screen("completions")
 
     def on_click(self, event) -> None:
         """A click on the reward chart opens that step's completions (the nearest sampled step)."""

@@ -17,11 +17,32 @@ ROOT = Path(__file__).resolve().parents[2]
 Event = dict[str, Any]
 
 
+WORKER_NICE = 5  # Unix niceness of a chat worker that yields the CPU (Windows: below-normal priority class)
+
+
+def lower_priority(pid: int) -> None:
+    """Run process `pid` below normal priority; quietly nothing where the platform refuses."""
+    try:
+        if sys.platform == "win32":
+            import psutil
+
+            try:
+                psutil.Process(pid).nice(psutil.BELOW_NORMAL_PRIORITY_CLASS)
+            except psutil.Error:
+                pass  # gone already, or not ours to change
+        else:
+            os.setpriority(os.PRIO_PROCESS, pid, os.getpriority(os.PRIO_PROCESS, pid) + WORKER_NICE)
+    except (OSError, ImportError):
+        pass
+
+
 class ChatClient:
     """One chat worker process for one run. Events arrive on a reader thread and go to `on_event`; when the worker
     ends, whatever the reason, a last {"ev": "exit"} event says so (with its log's last line when it crashed)."""
 
-    def __init__(self, run_dir: Path, on_event: Callable[[Event], None]):
+    def __init__(self, run_dir: Path, on_event: Callable[[Event], None], *, yield_cpu: bool = False):
+        """yield_cpu: the worker runs below normal priority (the panel asks for it: its keys must not wait behind
+        token generation on a machine with few cores; on an idle machine the worker is as fast)."""
         self.run_dir = Path(run_dir)
         self.on_event = on_event
         folder = self.run_dir / "playground"
@@ -39,6 +60,8 @@ class ChatClient:
             [sys.executable, "-m", "engine.playground.worker", str(self.run_dir)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=self._log, cwd=ROOT, env=env, **extra,
         )
+        if yield_cpu:
+            lower_priority(self.proc.pid)
         self._send_lock = threading.Lock()
         self._reader = threading.Thread(target=self._read, name="chat-worker-events", daemon=True)
         self._reader.start()
