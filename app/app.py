@@ -94,6 +94,7 @@ class AbaApp(RunControl, App):
         self.starting_run = False  # a run being started from this panel (its folder is not news)
         self.poll_waits = 0  # times the poll thread waited for the UI (backpressure), for the benchmark
         self.quiet_gc = QuietGC()  # full garbage collections wait for a pause in typing
+        self._room_build: asyncio.Future | None = None  # the room being built in the background
 
     def on_mount(self) -> None:
         self.call_after_refresh(self.quiet_gc.install)  # what exists at the first frame lives as long as the panel
@@ -107,6 +108,15 @@ class AbaApp(RunControl, App):
 
     def on_unmount(self) -> None:
         self.quiet_gc.uninstall()
+
+    async def _close_all(self) -> None:
+        # Textual's shutdown prunes every screen in the stacks. A room half-built in the background (its on_mount and
+        # its widgets' first callbacks still queued) would then query children already removed (NoMatches, shown as
+        # a traceback on quitting): the room being built is finished first. _running is False by now, so no other
+        # room starts; a build stuck past 5 s is not waited for.
+        if self._room_build is not None and not self._room_build.done():
+            await asyncio.wait({self._room_build}, timeout=5.0)
+        await super()._close_all()
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.InputEvent):
@@ -131,20 +141,11 @@ class AbaApp(RunControl, App):
             while time.monotonic() - self.quiet_gc.last_input < PREBUILD_IDLE_S:
                 await asyncio.sleep(0.1)
             if mode in self._screen_stacks or not self._running or self._exit:
-                continue  # (closing: App._close_all walks the stacks meanwhile)
-            screen = self.MODES[mode]()
-            self._load_screen_css(screen)
-            widgets = self._register(self, screen)
-            self._screen_stacks[mode] = [screen]
-            screen._screen_resized(self.size)
-            await AwaitMount(screen, widgets)
-            screen.post_message(events.Resize(self.size, self.size))  # its size classes (-wide, -tall...) set now
-            await asyncio.sleep(0.05)  # keys pressed meanwhile go first
-            if screen is not self.screen and screen._css_update_count != self._css_update_count:
-                self.stylesheet.set_variables(self.get_css_variables())
-                self.stylesheet.reparse()  # the new widgets' default CSS
-                self.stylesheet.update(screen)
-                screen._css_update_count = self._css_update_count
+                continue
+            # Its own task, shielded: the panel closing cancels this worker, and a room left half-mounted would
+            # have its on_mount query children that Textual's shutdown already removed (see _close_all).
+            self._room_build = asyncio.ensure_future(self._build_room(mode))
+            await asyncio.shield(self._room_build)
         # The room shown at start was refreshed before it was mounted, so Textual never marked it up to date (its
         # count stays -1): returning to it would reparse and reapply every stylesheet (60-110 ms). Marked here;
         # a room that missed a change meanwhile is brought up to date first.
@@ -156,6 +157,21 @@ class AbaApp(RunControl, App):
                     screen._css_update_count = self._css_update_count
         self.quiet_gc.freeze()
         self.prebuilt_at = time.monotonic()
+
+    async def _build_room(self, mode: str) -> None:
+        screen = self.MODES[mode]()
+        self._load_screen_css(screen)
+        widgets = self._register(self, screen)
+        self._screen_stacks[mode] = [screen]
+        screen._screen_resized(self.size)
+        await AwaitMount(screen, widgets)
+        screen.post_message(events.Resize(self.size, self.size))  # its size classes (-wide, -tall...) set now
+        await asyncio.sleep(0.05)  # keys pressed meanwhile go first; the mount's own callbacks run
+        if screen is not self.screen and screen._css_update_count != self._css_update_count:
+            self.stylesheet.set_variables(self.get_css_variables())
+            self.stylesheet.reparse()  # the new widgets' default CSS
+            self.stylesheet.update(screen)
+            screen._css_update_count = self._css_update_count
 
     # -- runs started anywhere (the CLI, another panel) -----------------------------------------
 
