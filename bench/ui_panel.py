@@ -210,11 +210,15 @@ class RepaintClock:
     def __init__(self, app) -> None:
         self.app = app
         self.shown: list[float] = []
+        self.when = None  # a condition looked at as each frame is handed over: the frames where it held
+        self.shown_when: list[float] = []
         original = app._display
 
         def display(screen, renderable):
             if renderable is not None:
                 self.shown.append(time.perf_counter())
+                if self.when is not None and self.when():
+                    self.shown_when.append(self.shown[-1])
             return original(screen, renderable)
 
         app._display = display
@@ -408,19 +412,21 @@ async def long_trace(root: Path) -> None:
         while len(table.ids) < 4:
             await pilot.pause(0.05)
         opens = []
+        def opened() -> bool:  # the trace under the cursor has its first part in the pane
+            return bool(screen.view is not None and screen.view.trace["id"] == table.current_id
+                        and screen.query(".trace-chunk"))
+
+        clock.when = opened  # looked at as each frame goes out: that frame is the one that shows the trace
         for i in range(SIZE.keys(20)):
             target = 1 if i % 2 else 3  # rows 2 and 4 hold the long answer: every second press opens one
             t0 = time.perf_counter()
             table.cursor = target if table.cursor != target else target - 1
-            while not (screen.view is not None and screen.view.trace["id"] == table.current_id
-                       and screen.query(".trace-chunk")):
-                await asyncio.sleep(0.001)
-            mounted = time.perf_counter()  # the first part is in the pane: the next screen update paints it
-            while not [t for t in clock.shown if t > mounted]:
+            while not [t for t in clock.shown_when if t > t0]:
                 await asyncio.sleep(0.001)
             if screen.view.lines > 5000:
-                opens.append([t for t in clock.shown if t > mounted][0] - t0)
+                opens.append([t for t in clock.shown_when if t > t0][0] - t0)
             await pilot.pause(0.05)
+        clock.when = None
         # The baseline, in the same process: the whole trace in one Static, as the screen drew it before.
         from rich.text import Text
         from textual.widgets import Static

@@ -72,9 +72,9 @@ async def test_the_panel_closes_cleanly_while_rooms_are_being_built(runs_dir):
         assert app.return_code in (None, 0)
 
 
-async def test_quitting_while_a_room_is_half_built_finishes_it_first(runs_dir):
-    """q pressed while a room is being mounted: Textual's shutdown removes that room's widgets, so its on_mount
-    would query children that are gone (a NoMatches traceback on quitting) unless the build is finished first."""
+async def test_quitting_while_a_room_is_half_built_shows_no_error(runs_dir):
+    """q pressed while a room is being mounted in the background: Textual composes nothing once it shuts down, so
+    that room's on_mount (or its Header's title watcher) finds no children. The panel closes without an error."""
     import time
 
     run = make_fixture_run(runs_dir)
@@ -82,8 +82,7 @@ async def test_quitting_while_a_room_is_half_built_finishes_it_first(runs_dir):
         app = make_app(run.name, runs_dir)
         async with app.run_test(size=(120, 40)) as pilot:
             deadline = time.monotonic() + 30
-            while not (app._room_build is not None and not app._room_build.done()
-                       and list(app._screen_stacks)[-1] == PREBUILT[k]):  # the (k+1)-th room mounting
+            while list(app._screen_stacks)[-1] != PREBUILT[k]:  # the (k+1)-th room registered, mounting
                 assert time.monotonic() < deadline, "no room build caught in flight"
                 await pilot.pause(0.005)
         assert app.return_code in (None, 0)

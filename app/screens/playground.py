@@ -19,13 +19,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
+from textual.css.scalar import Unit
 from textual.containers import Container, Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Collapsible, DataTable, Footer, Header, Input, Label, OptionList, Static
 
 from app.screens.base import ReadingScreen
-from app.widgets.quiet import update_if_changed
+from app.widgets.quiet import StatusLine, update_if_changed
 from engine.dims import DIMENSIONS, SHORT
 from engine.errors import UserError
 from engine.playground.answers import Answer, Turn
@@ -44,6 +45,76 @@ def inert_text(text: object, style: str = "") -> Text:
     return Text(inert(text), style=style)
 
 
+CHUNK_CHARS = 800  # a growing text is cut at the first line end after this many characters
+RESERVE_ROWS = 8  # rows a growing text is given ahead
+
+
+class GrowingText(Vertical):
+    """A text that grows at its end (a streamed answer), drawn as runs of whole lines, each its own Static.
+
+    A redraw wraps and renders only the runs whose text changed, in practice the last one: as one Static, each
+    redraw of a 400-token answer re-wrapped all of it and the layout pass measured all of it again. Runs are cut at
+    the first line end after CHUNK_CHARS, so their bounds stay put as the text grows; the lines look as in one Static.
+    """
+
+    DEFAULT_CSS = "GrowingText { height: auto; } GrowingText > Static { height: auto; }"
+
+    def __init__(self, *, classes: str = "") -> None:
+        super().__init__(classes=classes)
+        self._runs: list[Static] = []
+
+    @staticmethod
+    def cut(text: Text) -> list[Text]:
+        plain, runs, start = text.plain, [], 0
+        while True:
+            end = plain.find("\n", start + CHUNK_CHARS)
+            if end < 0:
+                runs.append(text[start:])
+                return runs
+            runs.append(text[start:end])
+            start = end + 1
+
+    def show(self, text: Text, growing: bool = False) -> None:
+        """growing: more text is coming. The last run is then given its rows RESERVE_ROWS at a time, so that most
+        redraws repaint it without a layout pass of the screen (a layout for every new row cost 10-75 ms while two
+        answers streamed); once the text is whole, every run is as high as its lines."""
+        runs = self.cut(text)
+        for i, run in enumerate(runs):
+            last = i == len(runs) - 1
+            if i < len(self._runs):
+                static = self._runs[i]
+                if last and growing:
+                    self._grow(static, run)
+                else:
+                    if static.styles.height is not None and not static.styles.height.is_auto:
+                        static.styles.height = "auto"  # whole now: its own height
+                    update_if_changed(static, run)
+            else:
+                static = Static(run)
+                static._quiet_key = (run.plain, tuple(run.spans), str(run.style))  # as update_if_changed keeps it
+                self._runs.append(static)
+                self.mount(static)
+        for static in self._runs[len(runs):]:
+            static.remove()
+        del self._runs[len(runs):]
+
+    def _grow(self, static: Static, run: Text) -> None:
+        width = static.content_size.width
+        if not width:  # not laid out yet
+            update_if_changed(static, run)
+            return
+        key = (run.plain, tuple(run.spans), str(run.style))
+        if getattr(static, "_quiet_key", None) == key:
+            return
+        static._quiet_key = key
+        static.update(run, layout=False)
+        rows = static.get_content_height(self.app.size, self.app.size, width)  # Textual's own measure (its wrap)
+        height = static.styles.height
+        have = int(height.value) if height is not None and height.unit == Unit.CELLS else None
+        if have is None or rows > have:
+            static.styles.height = rows + RESERVE_ROWS  # a layout pass now, then none for RESERVE_ROWS rows
+
+
 class AnswerPane(VerticalScroll):
     """One model's answer: its think block (foldable), the answer, the stats line, the nine scores."""
 
@@ -54,8 +125,8 @@ class AnswerPane(VerticalScroll):
 
     def compose(self) -> ComposeResult:
         with Collapsible(title="thinking", collapsed=False, classes="pg-think"):
-            yield Static(classes="pg-reasoning")
-        yield Static(classes="pg-answer")
+            yield GrowingText(classes="pg-reasoning")
+        yield GrowingText(classes="pg-answer")
         yield Static(classes="pg-stats")
         yield Static(classes="pg-scores")
 
@@ -64,16 +135,17 @@ class AnswerPane(VerticalScroll):
         come at the end): an unchanged part costs nothing, a changed one-line part no layout pass."""
         reasoning, answer, open_ = a.parts
         think = self.query_one(Collapsible)
-        title = f"thinking{' …' if open_ else ''} ({len(reasoning)} chars)" if reasoning or open_ else "thinking (none)"
+        # While it streams, the title stays put (a changing title is a layout pass of the screen at every redraw).
+        title = "thinking …" if open_ else f"thinking ({len(reasoning)} chars)" if reasoning else "thinking (none)"
         if think.title != title:
             think.title = title
-        update_if_changed(self.query_one(".pg-reasoning", Static), inert_text(reasoning, "italic"))
+        self.query_one(".pg-reasoning", GrowingText).show(inert_text(reasoning, "italic"), growing=open_)
         body = inert_text(answer)
         if a.error:
             body = inert_text(a.error, "bold red")
         elif a.status == "waiting":
             body = Text("waiting…", style="dim")
-        update_if_changed(self.query_one(".pg-answer", Static), body)
+        self.query_one(".pg-answer", GrowingText).show(body, growing=a.status == "streaming" and not a.error)
         update_if_changed(self.query_one(".pg-stats", Static), stats_line(a), layout="lines")
         update_if_changed(self.query_one(".pg-scores", Static), scores_text(a, turn))
         subtitle = a.source and inert(a.source, oneline=True)
@@ -234,7 +306,7 @@ class PlaygroundScreen(ReadingScreen):
         yield Header()
         yield Input(placeholder="ask the run's models… (Enter sends; follow-ups continue; ctrl+n new conversation)",
                     id="pg-prompt")
-        yield Static(id="pg-status")
+        yield StatusLine(id="pg-status")
         yield Static(id="pg-question")
         yield Horizontal(id="pg-panes")
         yield DataTable(id="pg-history", cursor_type="row")
@@ -381,7 +453,7 @@ class PlaygroundScreen(ReadingScreen):
             t.append(f" · judge {self.judge}", style="dim")
         t.append(" · ")
         t.append("answering… (Esc cancels)" if self.busy else self.state, style="yellow" if self.busy else "")
-        self.query_one("#pg-status", Static).update(t)
+        self.query_one("#pg-status", StatusLine).show(t)  # a key repaints it, without a layout pass
 
     # -- actions -----------------------------------------------------------------------------
 

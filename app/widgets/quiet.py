@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from rich.text import Text
+from textual.css.scalar import Unit
 from textual.widgets import Static
 
 
@@ -21,3 +22,32 @@ def update_if_changed(widget: Static, content: Text, *, layout: bool | Literal["
             layout = old is None or old[0].count("\n") != content.plain.count("\n")
         widget._quiet_key = key  # type: ignore[attr-defined]
         widget.update(content, layout=layout)
+
+
+class StatusLine(Static):
+    """A status line that may wrap (at 80 columns), laid out again only when the rows it needs change, with slack:
+    a setting toggled on and off (a text a character longer, then shorter) near a wrap boundary would otherwise
+    relayout the screen at every key. It is given the rows its text needs were it SLACK characters longer."""
+
+    SLACK = 12
+
+    def show(self, text: Text) -> None:
+        self._text = text
+        update_if_changed(self, text, layout=False)
+        self._fit()
+
+    def on_resize(self) -> None:
+        self._fit()
+
+    def _fit(self) -> None:
+        text = getattr(self, "_text", None)
+        width = self.content_size.width
+        if text is None or not width:
+            return
+        console = self.app.console
+        need = len(text.wrap(console, width))
+        spare = len(Text(text.plain + " " + "x" * self.SLACK).wrap(console, width))
+        height = self.styles.height
+        have = int(height.value) if height is not None and height.unit == Unit.CELLS else None
+        if have is None or need > have or spare < have:
+            self.styles.height = spare

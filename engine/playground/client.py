@@ -50,6 +50,11 @@ class ChatClient:
         self.log_path = folder / "worker.log"
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])),
                    PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        if yield_cpu:  # and one core: the panel's event loop keeps one to itself while tokens are generated
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            share = str(max(cores - 1, 1))
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):  # as runner.threads sets them
+                env.setdefault(var, share)  # a value the person set is theirs
         extra: dict[str, Any] = {}
         if sys.platform == "win32":
             extra["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
