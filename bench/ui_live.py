@@ -171,8 +171,13 @@ async def traces_under_load(root: Path, run: Path) -> None:
         polls = app.model.version - ingested0
         edits: list[float] = []
         t_edits = time.perf_counter()
+        screen = app.screen
+        t = screen._current()
+        value = (t["effective"] or {}).get(DIMENSIONS[screen.dim_index]) if t else None
+        first = "minus" if value is not None and value >= 0.95 else "plus"  # a `+` at 1.00 changes nothing, draws nothing
+        other = "minus" if first == "plus" else "plus"
         for i in range(SIZE.keys(100)):
-            edits.append(await clock.press(pilot, "plus" if i % 2 == 0 else "minus", timeout=30.0))
+            edits.append(await clock.press(pilot, first if i % 2 == 0 else other, timeout=30.0))
             await asyncio.sleep(float(rng.uniform(0.005, 0.03)))
             if i >= 9 and time.perf_counter() - t_edits > EDIT_BUDGET_S:
                 break
