@@ -19,17 +19,18 @@ class StageSpec:
     module: str  # the module with `run(ctx)`
     trains: bool = False  # writes training metrics (loss, reward, VRAM): shown on the Training screen
     emits: tuple[str, ...] = ()  # result kinds it writes (`ctx.result(kind, ...)`); see stages_emitting
+    models: bool = False  # loads a model (torch, transformers): on Linux its worker is forked with them imported
 
 
-def _s(name: str, *, trains: bool = False, emits: tuple[str, ...] = ()) -> StageSpec:
-    return StageSpec(name, f"engine.stages.{name.replace('-', '_')}", trains, emits)
+def _s(name: str, *, trains: bool = False, emits: tuple[str, ...] = (), models: bool = True) -> StageSpec:
+    return StageSpec(name, f"engine.stages.{name.replace('-', '_')}", trains, emits, models)
 
 
 # Pipeline order: the order stages run in when several are asked for.
 BUILTIN: tuple[StageSpec, ...] = (
     _s("smoke", trains=True, emits=("report", "vram", "health", "completions")),  # Step 0: SFT + GRPO steps, peak VRAM
-    _s("datagen"),  # tiered reasoning traces per prompt
-    _s("judge", emits=("audit", "health")),  # nine-dimension scores per trace; the judge audit
+    _s("datagen", models=False),  # tiered reasoning traces per prompt
+    _s("judge", emits=("audit", "health"), models=False),  # nine-dimension scores per trace; the judge audit
     _s("sft", trains=True, emits=("vram",)),  # QLoRA SFT on chosen traces
     _s("grpo", trains=True, emits=("vram", "health", "audit", "reward_gain", "completions")),  # GRPO, nine rewards
     _s("eval", emits=("battery", "heldout", "ratings", "winrate", "checklist")),  # battery, tournament, checklist
@@ -57,6 +58,12 @@ SPECS: tuple[StageSpec, ...] = BUILTIN + _extra()
 BY_NAME: dict[str, StageSpec] = {s.name: s for s in SPECS}
 STAGES: tuple[str, ...] = tuple(s.name for s in SPECS)
 TRAINING_STAGES: tuple[str, ...] = tuple(s.name for s in SPECS if s.trains)
+
+
+def loads_models(name: str) -> bool:
+    """The stage's own module loads models (a stage pointed at another module by ABA_STAGE_MODULES is not known to)."""
+    spec = BY_NAME.get(name)
+    return spec is not None and spec.models and name not in _override()
 
 
 def stages_emitting(kind: str) -> tuple[str, ...]:

@@ -28,6 +28,105 @@ def spawn_detached(args: list[str], log_path: Path, env: dict[str, str] | None =
         log.close()
 
 
+ZYGOTE = "engine.runner.zygote"  # the module the fork server imports once (its docstring says why)
+_forkserver = None
+
+
+def zygote_enabled() -> bool:
+    """Stage workers forked from a server that imported the training libraries once: Linux only (Windows has no
+    fork; macOS frameworks are not fork-safe), and not where ABA_ZYGOTE=0 (then each worker is a fresh python)."""
+    return sys.platform.startswith("linux") and os.environ.get("ABA_ZYGOTE", "1") != "0"
+
+
+class ForkedWorker:
+    """A worker forked from the fork server, seen as the driver sees a Popen: pid, wait(), poll()."""
+
+    def __init__(self, process) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    def wait(self) -> int:
+        self._process.join()
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+
+def _forked_main(module: str, argv: list[str], log_path: str, env: dict[str, str], cwd: str) -> None:
+    """In the forked child: what spawn_detached gives a fresh process (its own session, the log as stdout and
+    stderr, no stdin, the environment and directory asked for), then the module's main(argv) and its exit code."""
+    import importlib
+    import traceback
+
+    os.setsid()
+    log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(write_through=True)
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    sys.argv = [module, *argv]
+    try:
+        code = importlib.import_module(module).main(argv)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except BaseException:  # noqa: BLE001 - as an uncaught exception ends python: the traceback, exit code 1
+        traceback.print_exc()
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code if isinstance(code, int) else 0)
+
+
+def _server():
+    import multiprocessing
+
+    global _forkserver
+    if _forkserver is None:
+        _forkserver = multiprocessing.get_context("forkserver")
+        _forkserver.set_forkserver_preload([ZYGOTE])
+    return _forkserver
+
+
+def warm_zygote() -> None:
+    """Start the fork server now (it imports ZYGOTE in its own process while this one goes on): a driver calls it
+    when a stage that loads models is ahead, so that the import overlaps the light stages before it."""
+    if zygote_enabled():
+        from multiprocessing import forkserver
+
+        _server()
+        forkserver.ensure_running()
+
+
+def spawn_worker(module: str, argv: list[str], log_path: Path, env: dict[str, str], cwd: Path, *, zygote: bool = True):
+    """`python -m module argv...` detached, its output appended to log_path. With zygote on Linux: forked from this
+    process's fork server (multiprocessing's forkserver, started on first use, which imports ZYGOTE once); else,
+    or with ABA_ZYGOTE=0, a fresh interpreter (spawn_detached). Returns a Popen or a ForkedWorker (pid, wait, poll)."""
+    if not (zygote and zygote_enabled()):
+        return spawn_detached([sys.executable, "-m", module, *argv], log_path, env=env, cwd=cwd)
+    import multiprocessing.process
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    process = _server().Process(target=_forked_main, args=(module, argv, str(log_path), env, str(cwd)),
+                                  name=f"{module} {' '.join(argv)}")
+    process.start()
+    # Not multiprocessing's child to join or terminate when this process exits: a worker outlives its driver,
+    # as a detached process does (the driver waits for it with wait()).
+    multiprocessing.process._children.discard(process)
+    return ForkedWorker(process)
+
+
 def pid_alive(pid: int | None) -> bool:
     """True while the process exists and is not a zombie."""
     if not pid or pid <= 0:

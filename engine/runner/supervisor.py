@@ -19,10 +19,12 @@ from pathlib import Path
 from engine import config as config_mod
 from engine.config import STAGES, Config
 from engine.errors import UserError
+from engine.registry import loads_models
 from engine.runner.grace import stop_grace
 from engine.runner.liveness import STALE_HEARTBEAT_S, driver_alive, log_tail, notice_crashes, worker_alive  # noqa: F401
 from engine.runner.exits import DriverExit, WorkerExit, driver_exit
-from engine.runner.procs import ask_to_stop, describe_exit, kill_tree, pid_alive, process_started, spawn_detached  # noqa: F401
+from engine.runner.procs import (ask_to_stop, describe_exit, kill_tree, pid_alive, process_started,  # noqa: F401
+                                 spawn_detached, spawn_worker, warm_zygote)
 from engine.store import RunStore, StageRow, StageStatus, write_failure
 from engine.store.check import damage
 from engine.store.space import full_disk_failure, make_spare, spare_released
@@ -202,6 +204,10 @@ def drive(run_dir: Path, only: list[str] | None = None) -> int:
         return DriverExit.ANOTHER_DRIVER
     make_spare(run_dir)  # what a stage stopped by a full disk gives up to record why
     try:
+        ahead = [row for row in store.stages() if (row.name in only if only is not None else row.selected)
+                 and row.status in (StageStatus.PENDING, StageStatus.RUNNING)]
+        if any(loads_models(row.name) for row in ahead):
+            warm_zygote()  # the training libraries import in the fork server while the light stages run
         for row in store.stages():
             if only is not None and row.name not in only:
                 continue
@@ -228,8 +234,8 @@ def _drive_stage(store: RunStore, run_dir: Path, stage: str) -> int | None:
     procs = []
 
     def spawn(attempt: int) -> tuple[int, float | None]:
-        args = [sys.executable, "-m", "engine.runner.worker", stage, str(run_dir), "--attempt", str(attempt)]
-        proc = spawn_detached(args, log_path, env=_python_env(), cwd=ROOT)
+        proc = spawn_worker("engine.runner.worker", [stage, str(run_dir), "--attempt", str(attempt)], log_path,
+                            env=_python_env(), cwd=ROOT, zygote=loads_models(stage))
         procs.append(proc)
         print(f"attempt {attempt} of {stage}: worker pid {proc.pid}", flush=True)
         return proc.pid, process_started(proc.pid)
