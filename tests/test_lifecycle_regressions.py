@@ -76,18 +76,18 @@ def test_cancel_arriving_while_the_worker_starts_is_kept(tmp_path, runs_dir, bus
     """Before: start_attempt cleared cancel_requested, so a cancel between the driver's check and the start was
     erased and the stage ran to `succeeded`."""
     run_dir = _new_run(tmp_path, runs_dir, ONE, steps=250, delay=0.02)
-    real_spawn = sup.spawn_detached
+    real_spawn = sup.spawn_worker
 
-    def spawn_then_cancel(args, *rest, **kw):
-        proc = real_spawn(args, *rest, **kw)
-        if "engine.runner.worker" in args:
+    def spawn_then_cancel(module, *rest, **kw):
+        proc = real_spawn(module, *rest, **kw)
+        if module == "engine.runner.worker":
             # The user's cancel lands right after the worker was spawned (from another process, in real life).
             t = threading.Thread(target=_request_cancel, args=(run_dir, "datagen"), daemon=True)
             t.start()
             t.join(1.0)
         return proc
 
-    monkeypatch.setattr(sup, "spawn_detached", spawn_then_cancel)
+    monkeypatch.setattr(sup, "spawn_worker", spawn_then_cancel)
     code = sup.drive(run_dir)
     row = _row(run_dir, "datagen")
     assert row.status == "cancelled", row
@@ -123,14 +123,14 @@ def test_a_slow_driver_still_counts_one_attempt_per_worker(tmp_path, runs_dir, b
     """Before: the driver and the worker both called start_attempt; a worker that looked before the driver had
     written started its own attempt, and the driver then added a second: two attempts for one process."""
     run_dir = _new_run(tmp_path, runs_dir, ONE, steps=5, delay=0.01)
-    real_spawn = sup.spawn_detached
+    real_spawn = sup.spawn_worker
 
-    def spawn_then_stall(args, *rest, **kw):
-        proc = real_spawn(args, *rest, **kw)
+    def spawn_then_stall(*args, **kw):
+        proc = real_spawn(*args, **kw)
         time.sleep(3.0)  # the driver is descheduled right after the spawn
         return proc
 
-    monkeypatch.setattr(sup, "spawn_detached", spawn_then_stall)
+    monkeypatch.setattr(sup, "spawn_worker", spawn_then_stall)
     code = sup.drive(run_dir)
     assert [(a["n"], a["status"]) for a in _attempts(run_dir, "datagen")] == [(1, "succeeded")]
     assert _row(run_dir, "datagen").attempts == 1 and code == 0

@@ -32,10 +32,16 @@ ZYGOTE = "engine.runner.zygote"  # the module the fork server imports once (its 
 _forkserver = None
 
 
+GPU_DEVICES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")  # NVIDIA, ROCm, WSL's GPU
+
+
 def zygote_enabled() -> bool:
-    """Stage workers forked from a server that imported the training libraries once: Linux only (Windows has no
-    fork; macOS frameworks are not fork-safe), and not where ABA_ZYGOTE=0 (then each worker is a fresh python)."""
-    return sys.platform.startswith("linux") and os.environ.get("ABA_ZYGOTE", "1") != "0"
+    """Stage workers forked from a server that imported the training libraries once: Linux without a GPU (Windows
+    has no fork; macOS frameworks are not fork-safe; a CUDA driver touched before a fork, as bitsandbytes' import
+    does, is not usable in the child, and beside GPU training the 10 s import is small), and not where
+    ABA_ZYGOTE=0 (then each worker is a fresh python)."""
+    return (sys.platform.startswith("linux") and os.environ.get("ABA_ZYGOTE", "1") != "0"
+            and not any(os.path.exists(dev) for dev in GPU_DEVICES))
 
 
 class ForkedWorker:
@@ -84,6 +90,13 @@ def _forked_main(module: str, argv: list[str], log_path: str, env: dict[str, str
     except BaseException:  # noqa: BLE001 - as an uncaught exception ends python: the traceback, exit code 1
         traceback.print_exc()
         code = 1
+    # What the interpreter does on the way out, which a multiprocessing child skips: wait for the non-daemon
+    # threads, then the atexit handlers (trackio and other trackers flush their last rows there).
+    import atexit
+    import threading
+
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code if isinstance(code, int) else 0)

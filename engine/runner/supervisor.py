@@ -206,7 +206,7 @@ def drive(run_dir: Path, only: list[str] | None = None) -> int:
     try:
         ahead = [row for row in store.stages() if (row.name in only if only is not None else row.selected)
                  and row.status in (StageStatus.PENDING, StageStatus.RUNNING)]
-        if any(loads_models(row.name) for row in ahead):
+        if any(_forked(run_dir, row.name) for row in ahead):
             warm_zygote()  # the training libraries import in the fork server while the light stages run
         for row in store.stages():
             if only is not None and row.name not in only:
@@ -228,6 +228,17 @@ def drive(run_dir: Path, only: list[str] | None = None) -> int:
         store.close()
 
 
+def _forked(run_dir: Path, stage: str) -> bool:
+    """The stage's worker is forked from the fork server (procs.spawn_worker): a stage that loads models, unless the
+    run asks for Unsloth by name (it must be imported before transformers, which the server has imported)."""
+    if not loads_models(stage):
+        return False
+    try:
+        return config_mod.load(run_dir / "config.toml").model.backend != "unsloth"
+    except Exception:  # noqa: BLE001 - the worker reports a bad config itself, in one line
+        return False
+
+
 def _drive_stage(store: RunStore, run_dir: Path, stage: str) -> int | None:
     """Start one stage and wait for it. None to go on with the next stage, else the driver's exit code."""
     log_path = run_dir / stage / "worker.log"
@@ -235,7 +246,7 @@ def _drive_stage(store: RunStore, run_dir: Path, stage: str) -> int | None:
 
     def spawn(attempt: int) -> tuple[int, float | None]:
         proc = spawn_worker("engine.runner.worker", [stage, str(run_dir), "--attempt", str(attempt)], log_path,
-                            env=_python_env(), cwd=ROOT, zygote=loads_models(stage))
+                            env=_python_env(), cwd=ROOT, zygote=_forked(run_dir, stage))
         procs.append(proc)
         print(f"attempt {attempt} of {stage}: worker pid {proc.pid}", flush=True)
         return proc.pid, process_started(proc.pid)
