@@ -3,8 +3,8 @@
 The models run in the chat worker process (engine.playground.worker), never here: this screen sends commands and
 folds the worker's events (the same fold as `aba chat`). Token events only mark a pane dirty; a 30 Hz tick draws
 what changed, so a fast stream never floods the event loop. An answer's first token is drawn on the next tick; while
-it streams on, its pane is redrawn at most every STREAM_REPAINT_S (each redraw wraps the whole answer and lays the
-screen out again as it grows: at 30 Hz that took most of the UI thread and keys waited behind it).
+it streams on, its pane is redrawn at most every STREAM_REPAINT_S, and a redraw re-wraps only the answer's last
+lines and lays the screen out only every RESERVE_ROWS new rows (GrowingText): keys do not wait behind the stream.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.css.query import NoMatches
-from textual.css.scalar import Unit
 from textual.containers import Container, Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Collapsible, DataTable, Footer, Header, Input, Label, OptionList, Static
 
 from app.screens.base import ReadingScreen
-from app.widgets.quiet import StatusLine, update_if_changed
+from app.widgets.quiet import StatusLine, fixed_rows, quiet_key, update_if_changed
 from engine.dims import DIMENSIONS, SHORT
 from engine.errors import UserError
 from engine.playground.answers import Answer, Turn
@@ -86,12 +85,12 @@ class GrowingText(Vertical):
                 if last and growing:
                     self._grow(static, run)
                 else:
-                    if static.styles.height is not None and not static.styles.height.is_auto:
+                    if fixed_rows(static) is not None:
                         static.styles.height = "auto"  # whole now: its own height
                     update_if_changed(static, run)
             else:
                 static = Static(run)
-                static._quiet_key = (run.plain, tuple(run.spans), str(run.style))  # as update_if_changed keeps it
+                static._quiet_key = quiet_key(run)  # as update_if_changed keeps it
                 self._runs.append(static)
                 self.mount(static)
         for static in self._runs[len(runs):]:
@@ -103,14 +102,10 @@ class GrowingText(Vertical):
         if not width:  # not laid out yet
             update_if_changed(static, run)
             return
-        key = (run.plain, tuple(run.spans), str(run.style))
-        if getattr(static, "_quiet_key", None) == key:
+        if not update_if_changed(static, run, layout=False):
             return
-        static._quiet_key = key
-        static.update(run, layout=False)
         rows = static.get_content_height(self.app.size, self.app.size, width)  # Textual's own measure (its wrap)
-        height = static.styles.height
-        have = int(height.value) if height is not None and height.unit == Unit.CELLS else None
+        have = fixed_rows(static)
         if have is None or rows > have:
             static.styles.height = rows + RESERVE_ROWS  # a layout pass now, then none for RESERVE_ROWS rows
 
