@@ -42,6 +42,14 @@ class Size:
     def keys(self, n: int) -> int:
         return max(4, int(n * self.key_share))
 
+    def rounds(self, n: int) -> int:
+        """Rounds of a repeated sequence (each round many keys): at least one."""
+        return max(1, round(n * self.key_share))
+
+    @property
+    def is_quick(self) -> bool:
+        return self.key_share < 1.0
+
 
 SIZE = Size()
 EDIT_BUDGET_S = 60.0  # a blocking recompute makes each edit slow: stop sampling after this long (at least 10 edits)

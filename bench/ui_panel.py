@@ -336,7 +336,7 @@ async def switch_keys(root: Path) -> None:
             again: list[float] = []
             training: list[float] = []
             modes = dict(zip(rooms, ["training", "traces", "runs", "eval", "commitment", "pipeline"]))
-            for _ in range(8):
+            for _ in range(SIZE.rounds(8)):
                 for k in rooms:
                     if app.current_mode == modes[k] and not isinstance(app.screen, ModalScreen):
                         await pilot.press(k)  # the room shown already: nothing to repaint, not a switch
@@ -494,7 +494,7 @@ async def playground_keys(root: Path) -> None:
                 await asyncio.sleep(0.05)
             return out
 
-        idle = await keys(40)
+        idle = await keys(SIZE.keys(40))
         screen.models = ["base", "sft"]
         screen.settings.max_new_tokens = 8
         screen.ask("Should I back up my files before upgrading?")  # warm: loads the base and the adapter
@@ -507,7 +507,7 @@ async def playground_keys(root: Path) -> None:
         tokens, rates, questions = 0, [], 0
         want = SIZE.keys(150)
         while len(delays) < want and questions < 12:
-            screen.settings.max_new_tokens, screen.follow_up = 400, False
+            screen.settings.max_new_tokens, screen.follow_up = (200 if SIZE.is_quick else 400), False
             painted = len(screen.first_paint)
             screen.ask("Should I back up my files before upgrading?")
             questions += 1

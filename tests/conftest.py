@@ -78,10 +78,56 @@ def copy_run(run_dir: Path, runs: Path) -> Path:
     return Path(shutil.copytree(run_dir, runs / run_dir.name))
 
 
+@pytest.fixture(scope="session")
+def _fork_server(tmp_path_factory) -> str | None:
+    """One fork server for the whole test session (engine.runner.forkd, shared by the xdist workers under a file
+    lock): the stage workers of every test's runs fork from it, so torch, transformers, PEFT and TRL are imported
+    once per session instead of once per run (about 5 CPU-seconds each; `make test` starts some 50 runs). It exits
+    when the session's pytest does. tests/test_zygote.py tests a driver's own fork server as well."""
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    from filelock import FileLock
+
+    from engine.runner import procs
+
+    if not procs.zygote_enabled():
+        return None
+    owner = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()  # xdist: the controller
+    address = Path(tempfile.gettempdir()) / f"aba-forkd-{owner}.sock"
+
+    def listening() -> bool:
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(str(address))
+                return True
+            except OSError:
+                return False
+
+    with FileLock(str(address) + ".lock"):
+        if not listening():
+            log = _shared_dir(tmp_path_factory, "forkd") / "forkd.log"
+            with open(log, "ab") as out:
+                subprocess.Popen([sys.executable, "-m", "engine.runner.forkd", str(address), "--owner", str(owner)],
+                                 cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
+            deadline = time.monotonic() + 60
+            while not listening():  # it listens before it imports (a driver that asks meanwhile waits its turn)
+                assert time.monotonic() < deadline, log.read_text()[-2000:]
+                time.sleep(0.02)
+    return str(address)
+
+
 @pytest.fixture(autouse=True)
-def _isolated_runs(tmp_path, monkeypatch, _model_cache):
+def _isolated_runs(tmp_path, monkeypatch, _model_cache, _fork_server):
     runs = tmp_path / "runs"
     runs.mkdir()
+    if _fork_server:
+        monkeypatch.setenv("ABA_FORK_SERVER", _fork_server)
+    else:
+        monkeypatch.delenv("ABA_FORK_SERVER", raising=False)
     monkeypatch.setenv("ABA_RUNS_DIR", str(runs))
     monkeypatch.setenv("ABA_CACHE_DIR", str(_model_cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

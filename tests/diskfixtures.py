@@ -97,3 +97,17 @@ def table_page(db: Path, table: str) -> int:
         return int(conn.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)).fetchone()[0]) - 1
     finally:
         conn.close()
+
+
+def first_leaf_page(db: Path, table: str, size: int = 4096) -> int:
+    """The 0-based file page of a table's first leaf (the left-most child of its root, for a table of two levels):
+    damage there and the table's first rows cannot be read, its later ones can."""
+    import struct
+
+    root = table_page(db, table)
+    with open(db, "rb") as f:
+        f.seek(root * size)
+        page = f.read(size)
+    assert page[0] == 0x05, "the table's root is not an interior page: give it more rows"
+    first_cell = struct.unpack(">H", page[12:14])[0]
+    return struct.unpack(">I", page[first_cell:first_cell + 4])[0] - 1

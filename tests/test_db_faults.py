@@ -16,7 +16,7 @@ from app.app import make_app
 from engine.runner import supervisor as sup
 from engine.store import RunStore
 from tests.conftest import aba, write_config
-from tests.diskfixtures import damage_page, fill, small_disk, table_page
+from tests.diskfixtures import damage_page, fill, first_leaf_page, small_disk, table_page
 from tests.uifixtures import make_fixture_run, wait_for
 
 GOOD, BAD = "20260211-101500-good", "20260211-101600-hurt"
@@ -135,6 +135,20 @@ def test_a_full_disk_stops_the_stage_in_one_line_and_resume_continues(tmp_path, 
             assert s.stage("smoke").status == "succeeded"
             steps = s.metric_series("smoke", "m1")[1]
         assert steps == list(range(400))  # one row per step across the two attempts
+
+
+def test_repair_steps_past_a_table_whose_first_rows_cannot_be_read(runs_dir):
+    """The first read of a table fails before any row (its first leaf is damaged); the rows after it are copied.
+    (The fault soak found this: the step past the bad rows compared a missing last row with a number.)"""
+    run = make_fixture_run(runs_dir, BAD)
+    with RunStore(run / "run.db") as s:
+        for i in range(200):
+            s.mark_call_failed(f"call-{i}", "x" * 100)
+    damage_page(run / "run.db", first_leaf_page(run / "run.db", "llm_calls"))
+    proc = aba("check", "--repair", BAD)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    copied = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith("llm_calls:"))
+    assert "LOST: some rows unreadable" in copied and 0 < int(copied.split(":")[1].split()[0]) < 200, proc.stdout
 
 
 def test_a_damaged_inner_page_is_still_one_line(runs_dir):

@@ -23,8 +23,10 @@ def _q8b():
     return Qwen3Config(**QWEN3_8B)
 
 
-def test_monitor_keeps_beating_through_a_real_training_stage(tmp_path, runs_dir):
+def test_monitor_keeps_beating_through_a_real_training_stage(tmp_path, runs_dir, monkeypatch):
     # Sampling every 10 ms makes the monitor read sys.modules while the stage imports torch: the race that killed it.
+    # A fresh worker, as on Windows or a GPU machine (a forked one starts with torch imported: no race to meet).
+    monkeypatch.setenv("ABA_ZYGOTE", "0")
     cfg = demo_variant(tmp_path, sft__max_steps=6, gpu__sample_interval_s=0.01)
     proc = aba("run", str(cfg), "--stages", "sft")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,12 +1,14 @@
-"""Stage workers forked from the run's fork server (engine.runner.procs.spawn_worker): they start with the training
-libraries imported, yet are what a fresh detached process is (own session, log as stdout and stderr, no stdin, the
-environment and directory asked for, the exit code or the signal that ended it). Real processes, real forkserver."""
+"""Stage workers forked from a fork server (engine.runner.procs.spawn_worker): the driver's own (multiprocessing's
+forkserver) or one many drivers share (engine.runner.forkd, ABA_FORK_SERVER). Either way they start with the
+training libraries imported, yet are what a fresh detached process is (own session, log as stdout and stderr, no
+stdin, the environment and directory asked for, the exit code or the signal that ended it). Real processes."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 
@@ -30,9 +32,23 @@ def _spawn(tmp_path, monkeypatch, code: int, sleep_s: float = 0.0):
     return procs.spawn_worker("tests.zygote_probe", [str(code), str(sleep_s)], log, env, tmp_path), log
 
 
-def test_a_forked_worker_starts_with_torch_and_is_a_detached_process(tmp_path, monkeypatch):
+SERVERS = ["own", "shared"]  # the driver's own fork server; the test session's shared one (tests/conftest.py)
+
+
+def _server(kind: str, monkeypatch) -> type:
+    if kind == "own":
+        monkeypatch.delenv(procs.FORK_SERVER_ENV, raising=False)
+        return procs.ForkedWorker
+    assert os.environ.get(procs.FORK_SERVER_ENV), "the session's fork server is running"
+    return procs.ServedWorker
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_forked_worker_starts_with_torch_and_is_a_detached_process(tmp_path, monkeypatch, server):
+    kind = _server(server, monkeypatch)
     t0 = time.monotonic()
     worker, log = _spawn(tmp_path, monkeypatch, 3)
+    assert isinstance(worker, kind)
     assert worker.wait() == 3
     facts = _facts(log)
     assert facts["torch_loaded"]  # imported once by the fork server, not by the worker
@@ -48,7 +64,9 @@ def test_a_forked_worker_starts_with_torch_and_is_a_detached_process(tmp_path, m
     assert time.monotonic() - t1 < max((t1 - t0) / 2, 1.0)
 
 
-def test_a_failing_or_killed_forked_worker_reports_as_a_process_does(tmp_path, monkeypatch):
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_failing_or_killed_forked_worker_reports_as_a_process_does(tmp_path, monkeypatch, server):
+    _server(server, monkeypatch)
     worker, log = _spawn(tmp_path, monkeypatch, -1)
     assert worker.wait() == 1 and "RuntimeError: probe failed on purpose" in log.read_text()
     (tmp_path / "k").mkdir()
@@ -85,3 +103,60 @@ def test_the_fork_server_imports_nothing_that_reads_the_environment_on_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _wait_for_facts(log, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while not log.exists() or "{" not in log.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return _facts(log)
+
+
+def _private_server(tmp_path, monkeypatch):
+    """A shared fork server of this test's own (as a sweep or a test session starts one), named in the env."""
+    address = tmp_path / "forkd.sock"
+    server = subprocess.Popen([sys.executable, "-m", "engine.runner.forkd", str(address), "--owner", str(os.getpid())],
+                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    deadline = time.monotonic() + 60
+    while not address.exists():
+        assert time.monotonic() < deadline and server.poll() is None
+        time.sleep(0.02)
+    monkeypatch.setenv(procs.FORK_SERVER_ENV, str(address))
+    return server, address
+
+
+def test_a_driver_that_dies_leaves_its_served_worker_running_and_the_server_reaps_it(tmp_path, monkeypatch):
+    server, _ = _private_server(tmp_path, monkeypatch)
+    try:
+        worker, log = _spawn(tmp_path, monkeypatch, 0, sleep_s=2)
+        facts = _wait_for_facts(log)
+        assert isinstance(worker, procs.ServedWorker) and facts["ppid"] == server.pid and facts["sid"] == worker.pid
+        worker._sock.close()  # what a driver killed with -9 leaves: the connection closed
+        assert procs.pid_alive(worker.pid)  # the worker runs on
+        deadline = time.monotonic() + 30
+        while procs.pid_alive(worker.pid):  # and ends, reaped by its parent the server (no zombie left)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # The server still serves the next driver.
+        (tmp_path / "b").mkdir()
+        again, _ = _spawn(tmp_path / "b", monkeypatch, 4)
+        assert again.wait() == 4
+    finally:
+        server.terminate()
+        assert server.wait(timeout=30) == 0
+
+
+def test_a_server_that_goes_first_leaves_the_exit_code_unknown_and_a_gone_one_is_not_asked(tmp_path, monkeypatch):
+    server, address = _private_server(tmp_path, monkeypatch)
+    worker, log = _spawn(tmp_path, monkeypatch, 0, sleep_s=1.5)
+    _wait_for_facts(log)
+    server.kill()
+    server.wait()
+    assert worker.wait() is None  # the worker ran to its end; its exit code went with its parent
+    assert not procs.pid_alive(worker.pid) and "to stderr" in log.read_text()
+    assert "exit status unknown" in procs.describe_exit(worker.wait())
+    assert address.exists()  # a socket left behind by a killed server: the driver's own server instead
+    (tmp_path / "b").mkdir()
+    fallback, _ = _spawn(tmp_path / "b", monkeypatch, 5)
+    assert isinstance(fallback, procs.ForkedWorker) and fallback.wait() == 5

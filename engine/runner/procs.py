@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 IS_WINDOWS = sys.platform == "win32"
@@ -29,6 +32,8 @@ def spawn_detached(args: list[str], log_path: Path, env: dict[str, str] | None =
 
 
 ZYGOTE = "engine.runner.zygote"  # the module the fork server imports once (its docstring says why)
+FORK_SERVER_ENV = "ABA_FORK_SERVER"  # the socket of a fork server many drivers share (engine.runner.forkd)
+SERVED_CONNECT_S = 300.0  # a shared server answers once it has imported ZYGOTE (seconds, on a loaded machine)
 _forkserver = None
 
 
@@ -61,6 +66,86 @@ class ForkedWorker:
     @property
     def returncode(self) -> int | None:
         return self._process.exitcode
+
+
+class NoForkServer(Exception):
+    """Nothing listens at the shared fork server's socket (a server that has gone): no worker was started."""
+
+
+class ServedWorker:
+    """A worker forked by a shared fork server (engine.runner.forkd), seen as a Popen: pid, wait(), poll(). The
+    server is its parent and sends its exit code; a server that went first leaves the code unknown (None), as for
+    any process that is not our child (describe_exit says so)."""
+
+    def __init__(self, sock: socket.socket, pid: int, rest: bytes = b"") -> None:
+        self._sock, self.pid, self._buf = sock, pid, rest
+        self.returncode: int | None = None
+        self._lost = False
+        self._read(block=False)
+
+    def _read(self, block: bool) -> None:
+        if self.returncode is not None or self._lost:
+            return
+        try:
+            self._sock.setblocking(block)
+            while b"\n" not in self._buf:
+                data = self._sock.recv(4096)
+                if not data:
+                    self._lost = True
+                    break
+                self._buf += data
+        except BlockingIOError:
+            return
+        except OSError:
+            self._lost = True
+        if b"\n" in self._buf:
+            self.returncode = json.loads(self._buf.split(b"\n", 1)[0])["exit"]
+        if self.returncode is not None or self._lost:
+            self._sock.close()
+
+    def poll(self) -> int | None:
+        self._read(block=False)
+        return self.returncode
+
+    def wait(self) -> int | None:
+        self._read(block=True)
+        while self.returncode is None and pid_alive(self.pid):  # the server went first: wait for the worker itself
+            time.sleep(0.2)
+        return self.returncode
+
+
+def _served(address: str, module: str, argv: list[str], log_path: Path, env: dict[str, str], cwd: Path) -> ServedWorker:
+    """Ask the shared fork server at `address` for the worker. NoForkServer when no server listens there: nothing
+    was started. Any failure after the request went out is raised as it is (a worker may have started)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(SERVED_CONNECT_S)
+        try:
+            sock.connect(address)
+        except (FileNotFoundError, ConnectionRefusedError) as err:
+            raise NoForkServer(f"no fork server at {address}: {err}") from err
+        request = {"module": module, "argv": list(argv), "log": str(log_path), "env": dict(env), "cwd": str(cwd)}
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        buf = b""
+        while b"\n" not in buf:
+            data = sock.recv(4096)
+            if not data:
+                raise RuntimeError(f"the fork server at {address} closed the connection before it said the pid")
+            buf += data
+        line, rest = buf.split(b"\n", 1)
+        reply = json.loads(line)
+        if "pid" not in reply:
+            raise RuntimeError(f"the fork server at {address} could not start the worker: {reply.get('error')}")
+    except BaseException:
+        sock.close()
+        raise
+    return ServedWorker(sock, int(reply["pid"]), rest)
+
+
+def _served_address() -> str | None:
+    """The shared fork server's socket, where ABA_FORK_SERVER names one that exists."""
+    address = os.environ.get(FORK_SERVER_ENV)
+    return address if address and os.path.exists(address) else None
 
 
 def _forked_main(module: str, argv: list[str], log_path: str, env: dict[str, str], cwd: str) -> None:
@@ -115,7 +200,7 @@ def _server():
 def warm_zygote() -> None:
     """Start the fork server now (it imports ZYGOTE in its own process while this one goes on): a driver calls it
     when a stage that loads models is ahead, so that the import overlaps the light stages before it."""
-    if zygote_enabled():
+    if zygote_enabled() and _served_address() is None:
         from multiprocessing import forkserver
 
         _server()
@@ -123,14 +208,21 @@ def warm_zygote() -> None:
 
 
 def spawn_worker(module: str, argv: list[str], log_path: Path, env: dict[str, str], cwd: Path, *, zygote: bool = True):
-    """`python -m module argv...` detached, its output appended to log_path. With zygote on Linux: forked from this
-    process's fork server (multiprocessing's forkserver, started on first use, which imports ZYGOTE once); else,
-    or with ABA_ZYGOTE=0, a fresh interpreter (spawn_detached). Returns a Popen or a ForkedWorker (pid, wait, poll)."""
+    """`python -m module argv...` detached, its output appended to log_path. With zygote on Linux: forked from the
+    shared fork server that ABA_FORK_SERVER names (engine.runner.forkd), else from this process's own
+    (multiprocessing's forkserver, started on first use, which imports ZYGOTE once); without zygote, or with
+    ABA_ZYGOTE=0, a fresh interpreter (spawn_detached). Returns a Popen, a ServedWorker or a ForkedWorker, each
+    with pid, wait() and poll()."""
     if not (zygote and zygote_enabled()):
         return spawn_detached([sys.executable, "-m", module, *argv], log_path, env=env, cwd=cwd)
     import multiprocessing.process
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if (address := _served_address()) is not None:
+        try:
+            return _served(address, module, argv, log_path, env, cwd)
+        except NoForkServer:
+            pass  # a socket left by a server that has gone: this process's own server, as without one
     process = _server().Process(target=_forked_main, args=(module, argv, str(log_path), env, str(cwd)),
                                   name=f"{module} {' '.join(argv)}")
     process.start()

@@ -183,7 +183,8 @@ def _copy_table(src: sqlite3.Connection, dst: sqlite3.Connection, table: str, ou
             break
         except sqlite3.DatabaseError as err:
             failures.append(str(err))
-            after = last if last != resumed_at else (last or 0) + 1  # no row read since: step past the bad one
+            read_to = 0 if last is None else last  # None: not one row read yet (the table's first page is bad)
+            after = read_to if last != resumed_at else read_to + 1  # no row read since: step past the bad one
             nxt = _next_readable_rowid(src, table, after)
             if nxt is None:
                 break
