@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "data" / "configs" / "demo.toml"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}  # every test; the session's fork server imports under them
 sys.path.insert(0, str(ROOT))
 import engine  # noqa: E402,F401  (before any test imports torch: its OpenMP threads wait passively, see engine/__init__.py)
 
@@ -112,7 +113,7 @@ def _fork_server(tmp_path_factory) -> str | None:
             with open(log, "ab") as out:
                 subprocess.Popen([sys.executable, "-m", "engine.runner.forkd", str(address), "--owner", str(owner)],
                                  cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                                 env=dict(os.environ, PYTHONPATH=str(ROOT), **OFFLINE))
             deadline = time.monotonic() + 60
             while not listening():  # it listens before it imports (a driver that asks meanwhile waits its turn)
                 assert time.monotonic() < deadline, log.read_text()[-2000:]
@@ -130,8 +131,8 @@ def _isolated_runs(tmp_path, monkeypatch, _model_cache, _fork_server):
         monkeypatch.delenv("ABA_FORK_SERVER", raising=False)
     monkeypatch.setenv("ABA_RUNS_DIR", str(runs))
     monkeypatch.setenv("ABA_CACHE_DIR", str(_model_cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    for key, value in OFFLINE.items():
+        monkeypatch.setenv(key, value)
     monkeypatch.delenv("ABA_FAULT", raising=False)
     yield runs
 

@@ -160,3 +160,16 @@ def test_a_server_that_goes_first_leaves_the_exit_code_unknown_and_a_gone_one_is
     (tmp_path / "b").mkdir()
     fallback, _ = _spawn(tmp_path / "b", monkeypatch, 5)
     assert isinstance(fallback, procs.ForkedWorker) and fallback.wait() == 5
+
+
+def test_a_driver_whose_import_time_environment_differs_is_refused_and_starts_its_own_server(tmp_path, monkeypatch):
+    """huggingface_hub fixes HF_HUB_OFFLINE when it is imported: a worker forked from a server that imported it
+    online would try the network (28 s of retries) although its driver said offline. Such a driver is refused."""
+    assert os.environ.get(procs.FORK_SERVER_ENV) and os.environ["HF_HUB_OFFLINE"] == "1"
+    log = tmp_path / "worker.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="0")
+    worker = procs.spawn_worker("tests.zygote_probe", ["0", "0"], log, env, tmp_path)
+    assert isinstance(worker, procs.ForkedWorker) and worker.wait() == 0 and _facts(log)["torch_loaded"]
+    same = procs.spawn_worker("tests.zygote_probe", ["0", "0"], tmp_path / "same.log",
+                              dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"), tmp_path)
+    assert isinstance(same, procs.ServedWorker) and same.wait() == 0  # thread counts the worker sets itself

@@ -3,7 +3,9 @@
 Each driver otherwise starts its own fork server (multiprocessing's, in engine.runner.procs), which imports torch,
 transformers, PEFT and TRL once per run: about 5 CPU-seconds. Where many runs start one after another on one machine
 (a sweep, a test session: 48 runs in `make test`), a driver given this server's socket in ABA_FORK_SERVER asks it
-instead, and the import is paid once. What a worker forked here is matches a worker of the driver's own server
+instead, and the import is paid once. Only a driver whose environment agrees with the server's on what the
+libraries read when imported (procs.IMPORT_ENV_PREFIXES: HF_HUB_OFFLINE, the cache folders, ...) is served; another
+is refused and starts its own server. What a worker forked here is matches a worker of the driver's own server
 (procs._forked_main: its own session, the log as stdout and stderr, the environment and directory asked for).
 
 The protocol, one JSON object per line over a Unix socket (mode 0600): the driver sends {module, argv, log, env,
@@ -27,7 +29,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from engine.runner.procs import ZYGOTE, _forked_main, pid_alive
+from engine.runner.procs import ZYGOTE, _forked_main, import_env, pid_alive
 
 OWNER_CHECK_S = 1.0
 
@@ -50,7 +52,8 @@ def _fork(request: dict, close: list) -> int:
     return 0
 
 
-def serve(listener: socket.socket, owner: int | None) -> None:
+def serve(listener: socket.socket, owner: int | None, mine: dict[str, str]) -> None:
+    """Fork a worker for each request whose import-time environment is `mine`; reap them; until the owner goes."""
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -102,6 +105,11 @@ def serve(listener: socket.socket, owner: int | None) -> None:
                     line, pending[conn] = pending[conn].split(b"\n", 1)
                     try:
                         request = json.loads(line)
+                        theirs = import_env(request["env"])
+                        if theirs != mine:  # the libraries here read other values when they were imported
+                            keys = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+                            send(conn, {"refused": f"imported under other values of {', '.join(keys)}"})
+                            continue
                         pid = _fork(request, [listener, *pending, wake_r, wake_w, sel])
                     except (ValueError, KeyError, TypeError, OSError) as err:
                         send(conn, {"error": f"{type(err).__name__}: {err}"})
@@ -136,12 +144,13 @@ def main(argv: list[str] | None = None) -> int:
         os.umask(old)
     listener.listen(64)  # drivers that connect while the import below runs wait in the backlog
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    mine = import_env(os.environ)  # what the libraries read as they are imported (some set variables of their own)
     try:
         importlib.import_module(ZYGOTE)
     except Exception:  # noqa: BLE001 - as in the driver's own server: the worker meets the failure and reports it
         traceback.print_exc()
     try:
-        serve(listener, args.owner)
+        serve(listener, args.owner, mine)
     except KeyboardInterrupt:
         pass
     finally:

@@ -33,6 +33,13 @@ def spawn_detached(args: list[str], log_path: Path, env: dict[str, str] | None =
 
 ZYGOTE = "engine.runner.zygote"  # the module the fork server imports once (its docstring says why)
 FORK_SERVER_ENV = "ABA_FORK_SERVER"  # the socket of a fork server many drivers share (engine.runner.forkd)
+# Variables the libraries read once, when the server imports them (huggingface_hub fixes HF_HUB_OFFLINE and its
+# folders on import, libgomp its wait policy): a shared server forks only for a driver whose values of these are
+# its own; another is refused (NoForkServer) and starts its own server. Thread counts are not among them: the
+# worker sets torch's itself (runner.threads).
+IMPORT_ENV_PREFIXES = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TORCH", "PYTORCH_", "CUDA_", "TRL_", "PEFT_",
+                       "ACCELERATE_", "BNB_", "BITSANDBYTES_", "XDG_CACHE_HOME", "OMP_WAIT_POLICY", "KMP_", "GOMP_",
+                       "TRACKIO_", "WANDB_")
 SERVED_CONNECT_S = 300.0  # a shared server answers once it has imported ZYGOTE (seconds, on a loaded machine)
 _forkserver = None
 
@@ -69,7 +76,8 @@ class ForkedWorker:
 
 
 class NoForkServer(Exception):
-    """Nothing listens at the shared fork server's socket (a server that has gone): no worker was started."""
+    """The shared fork server cannot serve this driver: nothing listens at its socket (a server that has gone), or
+    it imported the libraries under other values of IMPORT_ENV. No worker was started."""
 
 
 class ServedWorker:
@@ -134,12 +142,19 @@ def _served(address: str, module: str, argv: list[str], log_path: Path, env: dic
             buf += data
         line, rest = buf.split(b"\n", 1)
         reply = json.loads(line)
+        if "refused" in reply:
+            raise NoForkServer(f"the fork server at {address} refused: {reply['refused']}")
         if "pid" not in reply:
             raise RuntimeError(f"the fork server at {address} could not start the worker: {reply.get('error')}")
     except BaseException:
         sock.close()
         raise
     return ServedWorker(sock, int(reply["pid"]), rest)
+
+
+def import_env(env) -> dict[str, str]:
+    """The part of an environment the training libraries read when they are imported (IMPORT_ENV_PREFIXES)."""
+    return {k: v for k, v in env.items() if k.startswith(IMPORT_ENV_PREFIXES) and not k.endswith("_NUM_THREADS")}
 
 
 def _served_address() -> str | None:
