@@ -87,7 +87,6 @@ def _fork_server(tmp_path_factory) -> str | None:
     when the session's pytest does. tests/test_zygote.py tests a driver's own fork server as well."""
     import socket
     import subprocess
-    import tempfile
     import time
 
     from filelock import FileLock
@@ -97,7 +96,7 @@ def _fork_server(tmp_path_factory) -> str | None:
     if not procs.zygote_enabled():
         return None
     owner = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()  # xdist: the controller
-    address = Path(tempfile.gettempdir()) / f"aba-forkd-{owner}.sock"
+    address = _shared_dir(tmp_path_factory, "forkd") / "forkd.sock"  # in pytest's own folder (the user's alone)
 
     def listening() -> bool:
         with socket.socket(socket.AF_UNIX) as probe:
@@ -109,11 +108,11 @@ def _fork_server(tmp_path_factory) -> str | None:
 
     with FileLock(str(address) + ".lock"):
         if not listening():
-            log = _shared_dir(tmp_path_factory, "forkd") / "forkd.log"
-            with open(log, "ab") as out:
+            log = address.with_name("forkd.log")
+            with open(log, "ab") as out:  # its own session: a ctrl+c for pytest is not for it (it goes with pytest)
                 subprocess.Popen([sys.executable, "-m", "engine.runner.forkd", str(address), "--owner", str(owner)],
                                  cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, PYTHONPATH=str(ROOT), **OFFLINE))
+                                 env=dict(os.environ, PYTHONPATH=str(ROOT), **OFFLINE), start_new_session=True)
             deadline = time.monotonic() + 60
             while not listening():  # it listens before it imports (a driver that asks meanwhile waits its turn)
                 assert time.monotonic() < deadline, log.read_text()[-2000:]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -113,13 +114,19 @@ def _wait_for_facts(log, timeout: float = 60.0) -> dict:
     return _facts(log)
 
 
-def _private_server(tmp_path, monkeypatch):
+def _private_server(tmp_path, monkeypatch, unbuffered: bool = True):
     """A shared fork server of this test's own (as a sweep or a test session starts one), named in the env."""
     address = tmp_path / "forkd.sock"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if not unbuffered:
+        env.pop("PYTHONUNBUFFERED", None)
     server = subprocess.Popen([sys.executable, "-m", "engine.runner.forkd", str(address), "--owner", str(os.getpid())],
-                              cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                              cwd=ROOT, env=env)
     deadline = time.monotonic() + 60
-    while not address.exists():
+    while True:  # listening (the file appears at bind, a moment before)
+        with socket.socket(socket.AF_UNIX) as probe:
+            if probe.connect_ex(str(address)) == 0:
+                break
         assert time.monotonic() < deadline and server.poll() is None
         time.sleep(0.02)
     monkeypatch.setenv(procs.FORK_SERVER_ENV, str(address))
@@ -173,3 +180,26 @@ def test_a_driver_whose_import_time_environment_differs_is_refused_and_starts_it
     same = procs.spawn_worker("tests.zygote_probe", ["0", "0"], tmp_path / "same.log",
                               dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"), tmp_path)
     assert isinstance(same, procs.ServedWorker) and same.wait() == 0  # thread counts the worker sets itself
+
+
+def test_what_a_forked_worker_printed_is_in_its_log_when_it_is_killed(tmp_path, monkeypatch):
+    """Unbuffered as a fresh worker (PYTHONUNBUFFERED), whatever the server started with: an OOM kill or kill -9
+    loses no line it printed."""
+    server, _ = _private_server(tmp_path, monkeypatch, unbuffered=False)
+    try:
+        _killed_worker_left_its_lines(tmp_path, monkeypatch)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _killed_worker_left_its_lines(tmp_path, monkeypatch):
+    worker, log = _spawn(tmp_path, monkeypatch, 0, sleep_s=60)
+    facts = _wait_for_facts(log)
+    assert facts["pid"] == worker.pid
+    deadline = time.monotonic() + 30
+    while "unflushed line" not in log.read_text():  # printed without flush=True just before the sleep
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    os.kill(worker.pid, signal.SIGKILL)
+    assert worker.wait() == -signal.SIGKILL

@@ -14,6 +14,7 @@ def main(argv: list[str]) -> int:
                       "ppid": os.getppid(), "cwd": os.getcwd(), "probe_env": os.environ.get("PROBE_ENV"),
                       "stdin": sys.stdin.read()}), flush=True)
     print("to stderr", file=sys.stderr, flush=True)
+    print("unflushed line")  # no flush: an unbuffered stdout has written it already
     time.sleep(sleep_s)
     if code < 0:
         raise RuntimeError("probe failed on purpose")

@@ -29,13 +29,16 @@ import sys
 import traceback
 from pathlib import Path
 
-from engine.runner.procs import ZYGOTE, _forked_main, import_env, pid_alive
+from engine.runner.procs import ZYGOTE, _forked_main, code_identity, import_env, pid_alive
 
 OWNER_CHECK_S = 1.0
 
 
 def _fork(request: dict, close: list) -> int:
     """Fork one worker; in the child, nothing of the server's stays open and its signal set-up is undone."""
+    for stream in (sys.stdout, sys.stderr):  # nothing of the server's own output is left to be written twice
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
     pid = os.fork()
     if pid:
         return pid
@@ -54,6 +57,7 @@ def _fork(request: dict, close: list) -> int:
 
 def serve(listener: socket.socket, owner: int | None, mine: dict[str, str]) -> None:
     """Fork a worker for each request whose import-time environment is `mine`; reap them; until the owner goes."""
+    code = code_identity()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -84,7 +88,10 @@ def serve(listener: socket.socket, owner: int | None, mine: dict[str, str]) -> N
     while True:
         for key, _ in sel.select(timeout=OWNER_CHECK_S):
             if key.data == "accept":
-                conn, _ = listener.accept()
+                try:
+                    conn, _ = listener.accept()
+                except OSError:  # out of file descriptors, a connection reset before it was taken: the next one
+                    continue
                 pending[conn] = b""
                 sel.register(conn, selectors.EVENT_READ, "conn")
             elif key.data == "wake":
@@ -106,12 +113,15 @@ def serve(listener: socket.socket, owner: int | None, mine: dict[str, str]) -> N
                     try:
                         request = json.loads(line)
                         theirs = import_env(request["env"])
+                        if request.get("code") != code:
+                            send(conn, {"refused": f"another python or copy of the code ({request.get('code')})"})
+                            continue
                         if theirs != mine:  # the libraries here read other values when they were imported
                             keys = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
                             send(conn, {"refused": f"imported under other values of {', '.join(keys)}"})
                             continue
                         pid = _fork(request, [listener, *pending, wake_r, wake_w, sel])
-                    except (ValueError, KeyError, TypeError, OSError) as err:
+                    except Exception as err:  # noqa: BLE001 - one bad request never ends the server for the others
                         send(conn, {"error": f"{type(err).__name__}: {err}"})
                         continue
                     children[pid] = conn
@@ -119,7 +129,9 @@ def serve(listener: socket.socket, owner: int | None, mine: dict[str, str]) -> N
         while children:  # reap every worker that ended, and tell its driver how
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
+            except ChildProcessError:  # none left to reap (someone else did): their exit codes are unknown
+                for waiting in list(children.values()):
+                    send(waiting, {"exit": None})
                 children.clear()
                 break
             if pid == 0:
@@ -142,14 +154,14 @@ def main(argv: list[str] | None = None) -> int:
         listener.bind(str(args.socket))
     finally:
         os.umask(old)
-    listener.listen(64)  # drivers that connect while the import below runs wait in the backlog
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    mine = import_env(os.environ)  # what the libraries read as they are imported (some set variables of their own)
     try:
-        importlib.import_module(ZYGOTE)
-    except Exception:  # noqa: BLE001 - as in the driver's own server: the worker meets the failure and reports it
-        traceback.print_exc()
-    try:
+        listener.listen(64)  # drivers that connect while the import below runs wait in the backlog
+        mine = import_env(os.environ)  # what the libraries read as they are imported (some set variables of their own)
+        try:
+            importlib.import_module(ZYGOTE)
+        except Exception:  # noqa: BLE001 - as in the driver's own server: the worker meets the failure and reports it
+            traceback.print_exc()
         serve(listener, args.owner, mine)
     except KeyboardInterrupt:
         pass

@@ -6,12 +6,14 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 IS_WINDOWS = sys.platform == "win32"
+IS_LINUX = sys.platform.startswith("linux")
 START_TIME_TOLERANCE_S = 1.0
 
 
@@ -77,7 +79,8 @@ class ForkedWorker:
 
 class NoForkServer(Exception):
     """The shared fork server cannot serve this driver: nothing listens at its socket (a server that has gone), or
-    it imported the libraries under other values of IMPORT_ENV. No worker was started."""
+    it runs another python or another copy of this code, or imported the libraries under other values of
+    IMPORT_ENV_PREFIXES. No worker was started."""
 
 
 class ServedWorker:
@@ -88,11 +91,11 @@ class ServedWorker:
     def __init__(self, sock: socket.socket, pid: int, rest: bytes = b"") -> None:
         self._sock, self.pid, self._buf = sock, pid, rest
         self.returncode: int | None = None
-        self._lost = False
+        self._lost = False  # the connection ended: the exit line came (returncode, None where unknown) or not
         self._read(block=False)
 
     def _read(self, block: bool) -> None:
-        if self.returncode is not None or self._lost:
+        if self._lost:
             return
         try:
             self._sock.setblocking(block)
@@ -107,8 +110,8 @@ class ServedWorker:
         except OSError:
             self._lost = True
         if b"\n" in self._buf:
-            self.returncode = json.loads(self._buf.split(b"\n", 1)[0])["exit"]
-        if self.returncode is not None or self._lost:
+            self.returncode, self._lost = json.loads(self._buf.split(b"\n", 1)[0])["exit"], True
+        if self._lost:
             self._sock.close()
 
     def poll(self) -> int | None:
@@ -130,9 +133,14 @@ def _served(address: str, module: str, argv: list[str], log_path: Path, env: dic
         sock.settimeout(SERVED_CONNECT_S)
         try:
             sock.connect(address)
-        except (FileNotFoundError, ConnectionRefusedError) as err:
+            if IS_LINUX:  # the server must be this user's own: each request carries the environment (API keys)
+                uid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+                if uid != os.getuid():
+                    raise PermissionError(f"the socket belongs to uid {uid}")
+        except OSError as err:  # gone, refused, a full backlog, another user's: nothing was asked yet
             raise NoForkServer(f"no fork server at {address}: {err}") from err
-        request = {"module": module, "argv": list(argv), "log": str(log_path), "env": dict(env), "cwd": str(cwd)}
+        request = {"module": module, "argv": list(argv), "log": str(log_path), "env": dict(env), "cwd": str(cwd),
+                   "code": code_identity()}
         sock.sendall(json.dumps(request).encode() + b"\n")
         buf = b""
         while b"\n" not in buf:
@@ -150,6 +158,11 @@ def _served(address: str, module: str, argv: list[str], log_path: Path, env: dic
         sock.close()
         raise
     return ServedWorker(sock, int(reply["pid"]), rest)
+
+
+def code_identity() -> dict[str, str]:
+    """Which python and which copy of this code: a shared server forks only for a driver of the same."""
+    return {"python": sys.executable, "engine": str(Path(__file__).resolve().parent.parent)}
 
 
 def import_env(env) -> dict[str, str]:
@@ -177,8 +190,16 @@ def _forked_main(module: str, argv: list[str], log_path: str, env: dict[str, str
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    for stream in (sys.stdout, sys.stderr):
-        stream.reconfigure(write_through=True)
+    # Unbuffered, as PYTHONUNBUFFERED makes a fresh worker, whatever the server that forked this one started with
+    # (write_through alone leaves the bytes in the binary buffer): a worker killed mid-line loses no line it printed.
+    import io
+
+    def unbuffered(fd: int, was):
+        return io.TextIOWrapper(io.FileIO(fd, "w", closefd=False), encoding=was.encoding, errors=was.errors,
+                                write_through=True)
+
+    sys.stdout = sys.__stdout__ = unbuffered(1, sys.stdout)
+    sys.stderr = sys.__stderr__ = unbuffered(2, sys.stderr)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
