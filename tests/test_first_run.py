@@ -19,7 +19,9 @@ def _cells(table: DataTable) -> dict[str, str]:
     return {str(table.get_row_at(i)[0]): table.get_row_at(i)[1].plain for i in range(table.row_count)}
 
 
-async def test_n_then_enter_on_an_empty_runs_folder_runs_the_demo_to_the_end(runs_dir):
+async def test_n_then_enter_on_an_empty_runs_folder_runs_the_demo_to_the_end(runs_dir, monkeypatch):
+    # As on the user's machine: no shared fork server (the test session's), the run's driver starts its own.
+    monkeypatch.delenv("ABA_FORK_SERVER", raising=False)
     assert not any(runs_dir.iterdir())
     app = make_app(None, runs_dir, DEMO)
     async with app.run_test(size=(120, 40)) as pilot:
