@@ -79,15 +79,35 @@ def copy_run(run_dir: Path, runs: Path) -> Path:
     return Path(shutil.copytree(run_dir, runs / run_dir.name))
 
 
+def fork_server_listening(address: Path) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_UNIX) as probe:
+        return probe.connect_ex(str(address)) == 0
+
+
+def start_fork_server(address: Path, owner: int, env: dict[str, str], **popen):
+    """`python -m engine.runner.forkd ADDRESS --owner OWNER`, returned once it listens (the socket file appears at
+    bind, a moment before; a driver that asks while it imports waits its turn)."""
+    import subprocess
+    import time
+
+    server = subprocess.Popen([sys.executable, "-m", "engine.runner.forkd", str(address), "--owner", str(owner)],
+                              cwd=ROOT, env=dict(env, PYTHONPATH=str(ROOT)), **popen)
+    deadline = time.monotonic() + 60
+    while not fork_server_listening(address):
+        assert time.monotonic() < deadline and server.poll() is None, f"the fork server exited: {server.returncode}"
+        time.sleep(0.02)
+    return server
+
+
 @pytest.fixture(scope="session")
 def _fork_server(tmp_path_factory) -> str | None:
     """One fork server for the whole test session (engine.runner.forkd, shared by the xdist workers under a file
     lock): the stage workers of every test's runs fork from it, so torch, transformers, PEFT and TRL are imported
     once per session instead of once per run (about 5 CPU-seconds each; `make test` starts some 50 runs). It exits
     when the session's pytest does. tests/test_zygote.py tests a driver's own fork server as well."""
-    import socket
     import subprocess
-    import time
 
     from filelock import FileLock
 
@@ -97,26 +117,11 @@ def _fork_server(tmp_path_factory) -> str | None:
         return None
     owner = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()  # xdist: the controller
     address = _shared_dir(tmp_path_factory, "forkd") / "forkd.sock"  # in pytest's own folder (the user's alone)
-
-    def listening() -> bool:
-        with socket.socket(socket.AF_UNIX) as probe:
-            try:
-                probe.connect(str(address))
-                return True
-            except OSError:
-                return False
-
     with FileLock(str(address) + ".lock"):
-        if not listening():
-            log = address.with_name("forkd.log")
-            with open(log, "ab") as out:  # its own session: a ctrl+c for pytest is not for it (it goes with pytest)
-                subprocess.Popen([sys.executable, "-m", "engine.runner.forkd", str(address), "--owner", str(owner)],
-                                 cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                 env=dict(os.environ, PYTHONPATH=str(ROOT), **OFFLINE), start_new_session=True)
-            deadline = time.monotonic() + 60
-            while not listening():  # it listens before it imports (a driver that asks meanwhile waits its turn)
-                assert time.monotonic() < deadline, log.read_text()[-2000:]
-                time.sleep(0.02)
+        if not fork_server_listening(address):
+            with open(address.with_name("forkd.log"), "ab") as out:  # its own session: a ctrl+c is for pytest
+                start_fork_server(address, owner, dict(os.environ, **OFFLINE), stdin=subprocess.DEVNULL, stdout=out,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
     return str(address)
 
 

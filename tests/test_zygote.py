@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import time
 
@@ -17,7 +15,7 @@ import pytest
 
 from engine.registry import loads_models
 from engine.runner import procs
-from tests.conftest import ROOT
+from tests.conftest import ROOT, start_fork_server
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server is Linux-only")
 
@@ -117,18 +115,10 @@ def _wait_for_facts(log, timeout: float = 60.0) -> dict:
 def _private_server(tmp_path, monkeypatch, unbuffered: bool = True):
     """A shared fork server of this test's own (as a sweep or a test session starts one), named in the env."""
     address = tmp_path / "forkd.sock"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ)
     if not unbuffered:
         env.pop("PYTHONUNBUFFERED", None)
-    server = subprocess.Popen([sys.executable, "-m", "engine.runner.forkd", str(address), "--owner", str(os.getpid())],
-                              cwd=ROOT, env=env)
-    deadline = time.monotonic() + 60
-    while True:  # listening (the file appears at bind, a moment before)
-        with socket.socket(socket.AF_UNIX) as probe:
-            if probe.connect_ex(str(address)) == 0:
-                break
-        assert time.monotonic() < deadline and server.poll() is None
-        time.sleep(0.02)
+    server = start_fork_server(address, os.getpid(), env)
     monkeypatch.setenv(procs.FORK_SERVER_ENV, str(address))
     return server, address
 

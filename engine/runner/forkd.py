@@ -9,8 +9,9 @@ is refused and starts its own server. What a worker forked here is matches a wor
 (procs._forked_main: its own session, the log as stdout and stderr, the environment and directory asked for).
 
 The protocol, one JSON object per line over a Unix socket (mode 0600): the driver sends {module, argv, log, env,
-cwd}; the server forks, answers {"pid": N}, and, being the worker's parent, reaps it and sends {"exit": code} (a
-negative code: the signal that ended it, as a Popen says) on the same connection. A driver that dies first loses
+cwd, code} (code: its python and copy of this code); the server answers {"refused": why}, or forks, answers
+{"pid": N} and, being the worker's parent, reaps it and sends {"exit": code} (a negative code: the signal that
+ended it, as a Popen says) on the same connection. A driver that dies first loses
 nothing: the worker runs on, and the server reaps it. The server exits when --owner's process has gone (a test
 session's pytest) or on SIGTERM/SIGINT; its workers run on.
 """
@@ -44,8 +45,9 @@ def _fork(request: dict, close: list) -> int:
         return pid
     try:
         signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL if sig != signal.SIGINT else signal.default_int_handler)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         for thing in close:
             with contextlib.suppress(OSError):
                 thing.close() if hasattr(thing, "close") else os.close(thing)
@@ -53,6 +55,16 @@ def _fork(request: dict, close: list) -> int:
     finally:
         os._exit(1)  # _forked_main ends with os._exit; this is for a request it could not even start on
     return 0
+
+
+def _refusal(request: dict, code: dict[str, str], mine: dict[str, str]) -> str | None:
+    """Why this server cannot fork the driver's worker (another python or copy of the code; the libraries here
+    were imported under other values of what they read on import), or None."""
+    if request.get("code") != code:
+        return f"another python or copy of the code ({request.get('code')})"
+    theirs = import_env(request["env"])
+    keys = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
+    return f"imported under other values of {', '.join(keys)}" if keys else None
 
 
 def serve(listener: socket.socket, owner: int | None, mine: dict[str, str]) -> None:
@@ -112,13 +124,8 @@ def serve(listener: socket.socket, owner: int | None, mine: dict[str, str]) -> N
                     line, pending[conn] = pending[conn].split(b"\n", 1)
                     try:
                         request = json.loads(line)
-                        theirs = import_env(request["env"])
-                        if request.get("code") != code:
-                            send(conn, {"refused": f"another python or copy of the code ({request.get('code')})"})
-                            continue
-                        if theirs != mine:  # the libraries here read other values when they were imported
-                            keys = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k))
-                            send(conn, {"refused": f"imported under other values of {', '.join(keys)}"})
+                        if why := _refusal(request, code, mine):
+                            send(conn, {"refused": why})
                             continue
                         pid = _fork(request, [listener, *pending, wake_r, wake_w, sel])
                     except Exception as err:  # noqa: BLE001 - one bad request never ends the server for the others

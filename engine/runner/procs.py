@@ -258,7 +258,7 @@ def spawn_worker(module: str, argv: list[str], log_path: Path, env: dict[str, st
         try:
             return _served(address, module, argv, log_path, env, cwd)
         except NoForkServer:
-            pass  # a socket left by a server that has gone: this process's own server, as without one
+            pass  # gone, or it refused this driver (NoForkServer says why): this process's own server, as without one
     process = _server().Process(target=_forked_main, args=(module, argv, str(log_path), env, str(cwd)),
                                   name=f"{module} {' '.join(argv)}")
     process.start()
